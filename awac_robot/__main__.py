@@ -1,0 +1,5 @@
+import sys
+
+from awac_robot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,298 @@
+"""Task YAML -> gymnasium env with a flat float32 observation, [-1, 1] actions and `info["success"]`.
+
+Every other stage sees tasks only through this module: the store, the trainer and the
+controller never need to know that Fetch returns dicts, that Adroit reports success under
+one key and Fetch under another, or that the kitchen counts subtasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from awac_robot.spec import TaskSpec
+
+REWARD_MODES = ("sparse", "dense")
+LAYOUTS = ("flat", "goal_dict")
+GOAL_DICT_KEYS = ("observation", "achieved_goal", "desired_goal")
+
+
+class TaskError(ValueError):
+    """A task name or task YAML the registry cannot use; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task as declared in `envs/<name>.yaml`."""
+
+    name: str
+    domain: str
+    description: str
+    simulator_id: str
+    simulator_kwargs: dict[str, Any]
+    dense_kwargs: dict[str, Any]
+    episode_steps: int
+    control_period: float
+    reward: str
+    success_info_key: str | None
+    success_all_subtasks: bool
+    layout: str
+    obs_dim: int
+    act_dim: int
+    obs_names: tuple[str, ...] = field(default_factory=tuple)
+    act_names: tuple[str, ...] = field(default_factory=tuple)
+    goal_order: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec(
+            name=self.name,
+            domain=self.domain,
+            obs_dim=self.obs_dim,
+            act_dim=self.act_dim,
+            act_low=(-1.0,) * self.act_dim,
+            act_high=(1.0,) * self.act_dim,
+            control_period=self.control_period,
+            episode_steps=self.episode_steps,
+            obs_names=self.obs_names,
+            act_names=self.act_names,
+        )
+
+
+def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise TaskError(f"{where}: missing field '{key}'")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise TaskError(f"{where}: field '{key}' must be {names}, got {value!r}")
+    return value
+
+
+def _check_keys(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise TaskError(f"{where}: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+
+
+def load_task_file(path: str | Path) -> TaskConfig:
+    """Parse and validate one task YAML; every error names the file and the field."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TaskError(f"{where}: no such task file") from None
+    except yaml.YAMLError as exc:
+        raise TaskError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{where}: a task file must be a mapping of fields")
+    _check_keys(
+        data,
+        {
+            "name",
+            "domain",
+            "description",
+            "simulator",
+            "episode_steps",
+            "control_period",
+            "reward",
+            "success",
+            "observation",
+            "action",
+        },
+        where,
+    )
+    sim = _field(data, "simulator", dict, where)
+    _check_keys(sim, {"id", "kwargs", "dense_kwargs"}, f"{where}: simulator")
+    success = _field(data, "success", dict, where)
+    _check_keys(success, {"info_key", "all_subtasks"}, f"{where}: success")
+    if ("info_key" in success) == bool(success.get("all_subtasks")):
+        raise TaskError(f"{where}: field 'success' needs exactly one of 'info_key' or 'all_subtasks: true'")
+    obs = _field(data, "observation", dict, where)
+    _check_keys(obs, {"layout", "size", "names", "goal_order"}, f"{where}: observation")
+    act = _field(data, "action", dict, where)
+    _check_keys(act, {"size", "names"}, f"{where}: action")
+    layout = _field(obs, "layout", str, f"{where}: observation")
+    if layout not in LAYOUTS:
+        raise TaskError(f"{where}: field 'observation.layout' must be one of {LAYOUTS}, got {layout!r}")
+    reward = data.get("reward", "sparse")
+    if reward not in REWARD_MODES:
+        raise TaskError(f"{where}: field 'reward' must be one of {REWARD_MODES}, got {reward!r}")
+    period = _field(data, "control_period", (int, float), where)
+    steps = _field(data, "episode_steps", int, where)
+    if period <= 0 or steps <= 0:
+        raise TaskError(f"{where}: fields 'control_period' and 'episode_steps' must be positive")
+    try:
+        config = TaskConfig(
+            name=_field(data, "name", str, where),
+            domain=_field(data, "domain", str, where),
+            description=data.get("description", ""),
+            simulator_id=_field(sim, "id", str, f"{where}: simulator"),
+            simulator_kwargs=dict(sim.get("kwargs") or {}),
+            dense_kwargs=dict(sim.get("dense_kwargs") or {}),
+            episode_steps=steps,
+            control_period=float(period),
+            reward=reward,
+            success_info_key=success.get("info_key"),
+            success_all_subtasks=bool(success.get("all_subtasks")),
+            layout=layout,
+            obs_dim=_field(obs, "size", int, f"{where}: observation"),
+            act_dim=_field(act, "size", int, f"{where}: action"),
+            obs_names=tuple(obs.get("names") or ()),
+            act_names=tuple(act.get("names") or ()),
+            goal_order=tuple(obs.get("goal_order") or ()),
+            source=where,
+        )
+        config.spec  # noqa: B018 - validates sizes against names
+    except ValueError as exc:
+        if isinstance(exc, TaskError):
+            raise
+        raise TaskError(f"{where}: {exc}") from None
+    return config
+
+
+def builtin_task_files() -> dict[str, Path]:
+    """The YAMLs in `envs/`, shipped inside the package as `awac_robot.task_files`."""
+    root = resources.files("awac_robot.task_files")
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".yaml")}
+
+
+_registered: dict[str, TaskConfig] = {}
+
+
+def register_task(path: str | Path) -> TaskConfig:
+    """Add a user's own task YAML to the registry (it may shadow a built-in task)."""
+    config = load_task_file(path)
+    _registered[config.name] = config
+    return config
+
+
+def task_names() -> list[str]:
+    return sorted(set(builtin_task_files()) | set(_registered))
+
+
+def get_task(task: str) -> TaskConfig:
+    """A task by registered name, or by path to a YAML file (anything ending in .yaml/.yml)."""
+    if task.endswith((".yaml", ".yml")):
+        return register_task(task)
+    if task in _registered:
+        return _registered[task]
+    files = builtin_task_files()
+    if task not in files:
+        known = task_names()
+        close = difflib.get_close_matches(task, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise TaskError(f"unknown task '{task}'.{hint} Known tasks: {', '.join(known)}")
+    config = load_task_file(files[task])
+    if config.name != task:
+        raise TaskError(f"{files[task]}: field 'name' is '{config.name}' but the file is named '{task}'")
+    return config
+
+
+def get_spec(task: str) -> TaskSpec:
+    return get_task(task).spec
+
+
+def _import_simulators() -> None:
+    # gymnasium-robotics prints a notice about the Adroit *dense* rewards on import; the
+    # default here is sparse, and the README says which dense variant this version uses.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+
+
+class TaskEnv(gym.Wrapper):
+    """Flattens observations, unifies success and applies the reward mode.
+
+    Sparse reward is the AWAC paper's binary reward: 0 on a step where the task is
+    solved, -1 otherwise, computed from the same success signal every task reports, so a
+    store's rewards can always be recomputed from its `success` column.
+    """
+
+    def __init__(self, env: gym.Env, config: TaskConfig, reward: str, seed: int | None = None) -> None:
+        super().__init__(env)
+        self.config = config
+        self.reward_mode = reward
+        self._first_seed = seed
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(config.obs_dim,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(config.act_dim,), dtype=np.float32)
+
+    def flatten(self, obs: Any) -> np.ndarray:
+        if self.config.layout == "flat":
+            flat = np.asarray(obs, dtype=np.float32).ravel()
+        else:
+            parts = [self._goal_part(obs[key], key) for key in GOAL_DICT_KEYS]
+            flat = np.concatenate(parts).astype(np.float32)
+        if flat.shape != (self.config.obs_dim,):
+            raise TaskError(
+                f"{self.config.source}: simulator gives {flat.size} observation numbers, "
+                f"field 'observation.size' says {self.config.obs_dim}"
+            )
+        return flat
+
+    def _goal_part(self, value: Any, key: str) -> np.ndarray:
+        if not isinstance(value, dict):
+            return np.asarray(value, dtype=np.float64).ravel()
+        if set(value) != set(self.config.goal_order):
+            raise TaskError(
+                f"{self.config.source}: field 'observation.goal_order' must list {sorted(value)} for '{key}'"
+            )
+        return np.concatenate([np.asarray(value[g], dtype=np.float64).ravel() for g in self.config.goal_order])
+
+    def _success(self, info: dict) -> bool:
+        if self.config.success_all_subtasks:
+            done = info.get("episode_task_completions", [])
+            return len(done) == len(self.config.goal_order)
+        return bool(info.get(self.config.success_info_key, False))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None:
+            seed, self._first_seed = self._first_seed, None
+        obs, info = self.env.reset(seed=seed, options=options)
+        info["success"] = self._success(info)
+        return self.flatten(obs), info
+
+    def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.config.act_dim,):
+            raise TaskError(f"task '{self.config.name}' takes {self.config.act_dim} action numbers, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise TaskError(f"task '{self.config.name}': non-finite action {action.tolist()} refused")
+        obs, reward, terminated, truncated, info = self.env.step(np.clip(action, -1.0, 1.0))
+        success = self._success(info)
+        info["success"] = success
+        if self.reward_mode == "sparse":
+            reward = 0.0 if success else -1.0
+        return self.flatten(obs), float(reward), bool(terminated), bool(truncated), info
+
+
+def make_env(task: str, reward: str = "sparse", seed: int | None = None) -> TaskEnv:
+    """Build a task's env. `seed` seeds the first reset and the action space.
+
+    The time limit comes from the task YAML and is reported as truncation, so a learner
+    never treats the end of an episode as a terminal state.
+    """
+    if reward not in REWARD_MODES:
+        raise TaskError(f"unknown reward mode '{reward}': use one of {', '.join(REWARD_MODES)}")
+    config = get_task(task)
+    _import_simulators()
+    kwargs = dict(config.simulator_kwargs)
+    if reward == "dense":
+        kwargs.update(config.dense_kwargs)
+    env = gym.make(config.simulator_id, max_episode_steps=config.episode_steps, **kwargs)
+    wrapped = TaskEnv(env, config, reward, seed)
+    if seed is not None:
+        wrapped.action_space.seed(seed)
+    return wrapped
