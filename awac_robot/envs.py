@@ -291,7 +291,9 @@ def make_env(task: str, reward: str = "sparse", seed: int | None = None) -> Task
     kwargs = dict(config.simulator_kwargs)
     if reward == "dense":
         kwargs.update(config.dense_kwargs)
-    env = gym.make(config.simulator_id, max_episode_steps=config.episode_steps, **kwargs)
+    # gymnasium's passive checker warns that the kitchen reuses observation arrays; the
+    # wrapper copies every observation into a fresh flat array, so the warning is noise.
+    env = gym.make(config.simulator_id, max_episode_steps=config.episode_steps, disable_env_checker=True, **kwargs)
     wrapped = TaskEnv(env, config, reward, seed)
     if seed is not None:
         wrapped.action_space.seed(seed)

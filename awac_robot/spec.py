@@ -36,13 +36,9 @@ class TaskSpec:
         if len(self.act_low) != self.act_dim or len(self.act_high) != self.act_dim:
             raise ValueError(f"task {self.name!r}: action bounds must have {self.act_dim} entries")
         if self.obs_names and len(self.obs_names) != self.obs_dim:
-            raise ValueError(
-                f"task {self.name!r}: {len(self.obs_names)} observation names for obs_dim {self.obs_dim}"
-            )
+            raise ValueError(f"task {self.name!r}: {len(self.obs_names)} observation names for obs_dim {self.obs_dim}")
         if self.act_names and len(self.act_names) != self.act_dim:
-            raise ValueError(
-                f"task {self.name!r}: {len(self.act_names)} action names for act_dim {self.act_dim}"
-            )
+            raise ValueError(f"task {self.name!r}: {len(self.act_names)} action names for act_dim {self.act_dim}")
         if self.control_period <= 0 or self.episode_steps <= 0:
             raise ValueError(f"task {self.name!r}: control_period and episode_steps must be positive")
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from awac_robot import __version__
-from awac_robot.cli import tasks
+from awac_robot.cli import demo, tasks
 
-COMMAND_MODULES = (tasks,)
+COMMAND_MODULES = (tasks, demo)
 
 
 class UserError(Exception):

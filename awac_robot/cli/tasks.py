@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the registered tasks",
         description="List the tasks declared in envs/*.yaml (plus any --register'ed YAML) with their sizes and rates.",
     )
-    parser.add_argument("--register", metavar="YAML", action="append", default=[], help="also load a task YAML of your own")
+    parser.add_argument(
+        "--register", metavar="YAML", action="append", default=[], help="also load a task YAML of your own"
+    )
     parser.set_defaults(handler=run)
 
 

@@ -26,3 +26,6 @@ class Demonstrator(Protocol):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The next action (float32, shape (act_dim,), in [-1, 1]) for the flat observation `obs`."""
+
+    def keep_episode(self) -> bool:
+        """Asked once an episode ends; False drops it (a person rejecting a bad take). Automatic sources say True."""
