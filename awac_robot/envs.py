@@ -17,9 +17,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
 from awac_robot.spec import TaskSpec
+from awac_robot.yaml_files import read_mapping, reject_unknown
 
 REWARD_MODES = ("sparse", "dense")
 LAYOUTS = ("flat", "goal_dict")
@@ -79,25 +79,11 @@ def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
-def _check_keys(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise TaskError(f"{where}: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
-
-
 def load_task_file(path: str | Path) -> TaskConfig:
     """Parse and validate one task YAML; every error names the file and the field."""
-    path = Path(path)
     where = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TaskError(f"{where}: no such task file") from None
-    except yaml.YAMLError as exc:
-        raise TaskError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise TaskError(f"{where}: a task file must be a mapping of fields")
-    _check_keys(
+    data = read_mapping(path, "task file", TaskError)
+    reject_unknown(
         data,
         {
             "name",
@@ -112,17 +98,18 @@ def load_task_file(path: str | Path) -> TaskConfig:
             "action",
         },
         where,
+        TaskError,
     )
     sim = _field(data, "simulator", dict, where)
-    _check_keys(sim, {"id", "kwargs", "dense_kwargs"}, f"{where}: simulator")
+    reject_unknown(sim, {"id", "kwargs", "dense_kwargs"}, where, TaskError, "simulator.")
     success = _field(data, "success", dict, where)
-    _check_keys(success, {"info_key", "all_subtasks"}, f"{where}: success")
+    reject_unknown(success, {"info_key", "all_subtasks"}, where, TaskError, "success.")
     if ("info_key" in success) == bool(success.get("all_subtasks")):
         raise TaskError(f"{where}: field 'success' needs exactly one of 'info_key' or 'all_subtasks: true'")
     obs = _field(data, "observation", dict, where)
-    _check_keys(obs, {"layout", "size", "names", "goal_order"}, f"{where}: observation")
+    reject_unknown(obs, {"layout", "size", "names", "goal_order"}, where, TaskError, "observation.")
     act = _field(data, "action", dict, where)
-    _check_keys(act, {"size", "names"}, f"{where}: action")
+    reject_unknown(act, {"size", "names"}, where, TaskError, "action.")
     layout = _field(obs, "layout", str, f"{where}: observation")
     if layout not in LAYOUTS:
         raise TaskError(f"{where}: field 'observation.layout' must be one of {LAYOUTS}, got {layout!r}")

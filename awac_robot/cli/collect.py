@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from awac_robot.cli.errors import UserError
 from awac_robot.collect import CollectConfig, CollectError, CollectSummary, collect
 from awac_robot.envs import get_task
 from awac_robot.store import StoreError
@@ -46,7 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from awac_robot.cli import UserError  # the package imports this module first
 
     try:
         config = CollectConfig(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from awac_robot.cli.collect import default_store
+from awac_robot.cli.errors import UserError
 from awac_robot.importers import import_dapg
 from awac_robot.store import StoreError
 from awac_robot.store_ops import describe, merge_stores
@@ -41,7 +42,6 @@ def _user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argp
     """Store problems are the user's to fix (wrong path, foreign store): one line, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from awac_robot.cli import UserError  # the package imports this module first
 
         try:
             return handler(args)

@@ -1,0 +1,40 @@
+"""Reading the project's declarative YAML files (tasks, training configs, safety limits) one way.
+
+Every such file is a mapping whose errors must name the file and the field, and whose
+unknown keys are mistakes (a misspelt limit silently falling back to its default is the
+kind of error that reaches a robot), so the three readers share these two functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_mapping(path: str | Path, kind: str, error: type[Exception], hint: str = "") -> dict[str, Any]:
+    """The mapping in `path`; an empty file is an empty mapping. `kind` names the file in errors."""
+    where = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{where}: no such {kind}{hint}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{where}: a {kind} must be a mapping of fields")
+    return data
+
+
+def reject_unknown(
+    data: dict[str, Any], allowed: Iterable[str], where: str, error: type[Exception], prefix: str = ""
+) -> None:
+    """Raise `error` naming the first field of `data` (shown under `prefix`) not in `allowed`, and the allowed ones."""
+    allowed = set(allowed)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise error(f"{where}: unknown field '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
