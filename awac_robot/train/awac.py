@@ -1,0 +1,159 @@
+"""One AWAC gradient update (Nair et al. 2020), readable top to bottom.
+
+Critic: ordinary off-policy Bellman backup, y = r + gamma * (1 - terminal) * min_i Q'_i(s', a'),
+a' ~ pi(.|s'), with soft-updated target critics. Actor: advantage-weighted maximum
+likelihood of the *replay* actions, loss = -E[log pi(a|s) * w], with A = min_i Q_i(s, a) -
+min_i Q_i(s, a_pi) and w = batch_size * softmax(A / lambda) over the batch -- a softmax
+cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda).
+
+The actor loss only touches actor weights (the weights w are constants) and the critic
+loss only critic weights (targets are computed without gradients), so both losses are
+summed and stepped by a single fused Adam: one backward, one optimizer call.
+`algo="bc"` is the baseline on the same networks: w = 1 and no critic.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from awac_robot.train.networks import CriticEnsemble, GaussianActor
+
+ALGOS = ("awac", "bc")
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The hyperparameters of one update; see `awac_robot.train.config.TrainConfig` for their meaning."""
+
+    algo: str
+    discount: float
+    target_tau: float
+    awr_lambda: float
+    lr: float
+    actor_weight_decay: float
+    reward_scale: float
+    reward_offset: float
+
+
+@dataclass
+class Batch:
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminal: torch.Tensor
+
+
+def advantage_weights(advantage: torch.Tensor, awr_lambda: float) -> torch.Tensor:
+    """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing."""
+    return torch.softmax(advantage / awr_lambda, 0) * advantage.shape[0]
+
+
+class NonFiniteError(RuntimeError):
+    """A loss became NaN or infinite; the message names the update."""
+
+
+class AWACLearner:
+    """Owns the networks, the target critics and the optimizer; `update` does one gradient step."""
+
+    def __init__(self, actor: GaussianActor, critic: CriticEnsemble, config: UpdateConfig, seed: int = 0) -> None:
+        if config.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+        self.config = config
+        self.actor = actor
+        self.critic = critic
+        self.target_critic = copy.deepcopy(critic).requires_grad_(False)
+        groups = [{"params": list(actor.parameters()), "weight_decay": config.actor_weight_decay}]
+        if config.algo == "awac":
+            groups.append({"params": list(critic.parameters()), "weight_decay": 0.0})
+        # Plain Adam (L2 added to the gradient) as in the paper's code; fused = one kernel for every tensor of a step.
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=True)
+        self._critic_params = list(critic.parameters())
+        self._target_params = list(self.target_critic.parameters())
+        self.generator = torch.Generator().manual_seed(seed)  # the policy samples inside the update
+        self.updates = 0
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step; returns detached scalar statistics for logging."""
+        cfg = self.config
+        mean = self.actor(batch.obs)
+        log_prob = self.actor.log_prob(mean, batch.action)
+        stats: dict[str, torch.Tensor] = {}
+
+        if cfg.algo == "bc":
+            actor_loss = -log_prob.mean()
+            loss = actor_loss
+        else:
+            with torch.no_grad():
+                # Bellman target from the target critics at a' ~ pi(.|s').
+                next_action = self.actor.sample(self.actor(batch.next_obs), self.generator)
+                next_q = self.target_critic(batch.next_obs, next_action).min(0).values
+                reward = batch.reward * cfg.reward_scale + cfg.reward_offset
+                target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+
+            obs_proj = self.critic.project_obs(batch.obs)
+            q = self.critic.from_projection(obs_proj, batch.action)  # (members, batch)
+            critic_loss = ((q - target) ** 2).mean(1).sum()
+
+            with torch.no_grad():
+                # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
+                pi_action = self.actor.sample(mean.detach(), self.generator)
+                value = self.critic.from_projection(obs_proj.detach(), pi_action).min(0).values
+                advantage = q.detach().min(0).values - value
+                weights = advantage_weights(advantage, cfg.awr_lambda)
+
+            actor_loss = -(log_prob * weights).mean()
+            loss = actor_loss + critic_loss
+            stats.update(
+                critic_loss=critic_loss.detach(),
+                q_mean=q.detach().mean(),
+                q_min=q.detach().min(),
+                q_max=q.detach().max(),
+                target_mean=target.mean(),
+                adv_mean=advantage.mean(),
+                adv_std=advantage.std(),
+                weight_max=weights.max(),
+                weight_ess=weights.sum() ** 2 / (weights * weights).sum(),
+            )
+
+        if not torch.isfinite(loss):
+            raise NonFiniteError(
+                f"non-finite loss at update {self.updates + 1} (actor {actor_loss.item():.4g}, total {loss.item():.4g})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if cfg.algo == "awac":
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target_params, self._critic_params, cfg.target_tau)
+        self.updates += 1
+        stats.update(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
+        stats["log_std"] = self.actor.clamped_log_std().detach().mean()
+        return stats
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.updates = int(state["updates"])
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.optimizer_params())
+
+    def optimizer_params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -1,0 +1,107 @@
+"""Checkpoints: everything a run needs to continue, written so a kill at any moment leaves a good one.
+
+A checkpoint is one `torch.save` file `checkpoints/ckpt_<updates>.pt` holding the config,
+the task spec, the learner (networks, target critics, optimizer, its RNG), the replay
+sampler's RNG, the exploration RNG, the counters and the latest evaluation. It is written
+to a temporary name and moved into place with `os.replace`, which is atomic on POSIX: a
+reader sees the old file or the new one, never half of one. Only plain tensors, numbers
+and strings are stored, so loading uses `weights_only=True` and never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from awac_robot.spec import TaskSpec
+from awac_robot.train.build import build_actor
+from awac_robot.train.config import TrainConfig, from_dict
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT = 1
+_NAME = re.compile(r"ckpt_(\d+)\.pt")
+
+
+def save_checkpoint(run_dir: Path, updates: int, state: dict[str, Any], keep: int) -> Path:
+    """Atomically write `state` as the checkpoint for `updates`, then drop all but the newest `keep`."""
+    folder = run_dir / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt_{updates:09d}.pt"
+    tmp = folder / f".{path.name}.tmp"
+    with open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, **state}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints of a run, oldest first (temporary files from a killed write are ignored)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"run folder {path} has no checkpoint yet (expected {path / CHECKPOINT_DIR}/ckpt_*.pt)")
+    return found[-1]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which one and why, in one line
+        raise FileNotFoundError(f"{path} is not a readable awac-robot checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FileNotFoundError(f"{path} is not an awac-robot checkpoint of format {FORMAT}")
+    state["path"] = str(path)
+    return state
+
+
+@dataclass
+class LoadedActor:
+    """A trained policy ready for export: `policy(obs [B, obs_dim]) -> action [B, act_dim]` in [-1, 1]."""
+
+    policy: torch.nn.Module
+    spec: TaskSpec
+    run_id: str
+    step: int
+    eval: dict[str, Any]
+    config: TrainConfig
+
+
+def load_actor(path: Path) -> LoadedActor:
+    """The deterministic actor (tanh mean, observation normalisation inside) of a checkpoint or run folder."""
+    state = read_checkpoint(path)
+    config = from_dict(state["config"], f"{state['path']} config")
+    spec = TaskSpec.from_dict(state["spec"])
+    actor = build_actor(config, spec)
+    actor.load_state_dict(state["learner"]["actor"])
+    actor.eval().requires_grad_(False)
+    return LoadedActor(
+        policy=actor,
+        spec=spec,
+        run_id=state["run_id"],
+        step=int(state["counters"]["updates"]),
+        eval=dict(state.get("eval") or {}),
+        config=config,
+    )

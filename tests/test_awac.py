@@ -1,0 +1,137 @@
+"""The AWAC update's math, the networks, the replay and the config -- no env needed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from awac_robot.spec import TaskSpec
+from awac_robot.train.awac import Batch, NonFiniteError, advantage_weights
+from awac_robot.train.build import build_learner
+from awac_robot.train.config import ConfigError, TrainConfig, from_dict, load_config
+from awac_robot.train.networks import CriticEnsemble
+from awac_robot.train.replay import Replay
+
+OBS, ACT = 3, 2
+SMALL = TrainConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), batch_size=64, threads=1, lr=1e-3, awr_lambda=0.3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread and lose a lot when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_spec() -> TaskSpec:
+    return TaskSpec("toy", "test", OBS, ACT, (-1.0,) * ACT, (1.0,) * ACT, 0.01, 1)
+
+
+def test_advantage_weights_sum_to_batch_and_never_overflow() -> None:
+    advantage = torch.tensor([1e6, -1e6, 0.0, 3.0, 3.0, 50.0])
+    weights = advantage_weights(advantage, 0.3)
+    assert torch.isfinite(weights).all()
+    assert weights.sum().item() == pytest.approx(len(advantage), rel=1e-5)
+    assert weights.argmax().item() == 0
+    ordinary = advantage_weights(torch.tensor([0.0, 0.3 * torch.log(torch.tensor(2.0)).item()]), 0.3)
+    assert ordinary[1].item() == pytest.approx(2 * ordinary[0].item(), rel=1e-5)  # exp(A / lambda) ratios kept
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_batched_critic_matches_member_by_member_mlps(layer_norm: bool) -> None:
+    torch.manual_seed(0)
+    critic = CriticEnsemble(OBS, ACT, (16, 8), members=3, layer_norm=layer_norm)
+    norm = (lambda h: torch.nn.functional.layer_norm(h, h.shape[-1:])) if layer_norm else (lambda h: h)
+    obs, act = torch.randn(5, OBS), torch.randn(5, ACT)
+    q = critic(obs, act)
+    assert q.shape == (3, 5)
+    for m in range(3):
+        x = torch.cat([obs, act], 1)
+        w0 = torch.cat([critic.w_obs[m], critic.w_act[m]])
+        h = torch.relu(norm(x @ w0 + critic.b0[m]))
+        h = torch.relu(norm(h @ critic.weights[0][m] + critic.biases[0][m]))
+        expected = (h @ critic.weights[1][m] + critic.biases[1][m]).squeeze(-1)
+        torch.testing.assert_close(q[m], expected)
+
+
+def bandit_replay(n: int = 4096) -> Replay:
+    """A one-step task: reward 0 when action[0] > 0, else -1; actions uniform, so the data is half good."""
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.randn(n, OBS, generator=gen) * 0.1
+    action = torch.rand(n, ACT, generator=gen) * 2 - 1
+    reward = torch.where(action[:, 0] > 0, 0.0, -1.0)
+    data = SimpleNamespace(obs=obs, action=action, reward=reward, next_obs=obs, terminal=torch.ones(n))
+    return Replay.from_offline(OBS, ACT, data, capacity=n, seed=0)
+
+
+def test_update_moves_the_policy_toward_high_advantage_actions() -> None:
+    torch.manual_seed(0)
+    replay = bandit_replay()
+    awac = build_learner(SMALL, toy_spec(), replay.offline_obs())
+    bc = build_learner(SMALL.replace(algo="bc"), toy_spec(), replay.offline_obs())
+    probe = torch.zeros(1, OBS)
+    for _ in range(400):
+        batch = replay.sample(SMALL.batch_size)
+        stats = awac.update(batch)
+        bc.update(batch)
+    assert stats["weight_max"].item() > 1.5  # the weights discriminate
+    assert awac.actor(probe)[0, 0].item() > 0.3  # good half of the action space
+    assert abs(bc.actor(probe)[0, 0].item()) < 0.2  # cloning the uniform data stays near its mean
+    q = awac.critic(probe.expand(2, OBS), torch.tensor([[0.8, 0.0], [-0.8, 0.0]]))
+    assert (q[:, 0] > q[:, 1] + 0.5).all()  # both critics learned the reward
+
+
+def test_target_critics_trail_by_soft_updates() -> None:
+    replay = bandit_replay(256)
+    learner = build_learner(SMALL, toy_spec(), replay.offline_obs())
+    before = [p.clone() for p in learner.target_critic.parameters()]
+    learner.update(replay.sample(64))
+    tau = SMALL.target_tau
+    for old, new, online in zip(before, learner.target_critic.parameters(), learner.critic.parameters(), strict=True):
+        torch.testing.assert_close(new, old + tau * (online.detach() - old))
+        assert not new.requires_grad
+        assert not torch.equal(new, online)
+
+
+def test_non_finite_loss_names_the_update() -> None:
+    replay = bandit_replay(256)
+    learner = build_learner(SMALL, toy_spec(), replay.offline_obs())
+    learner.update(replay.sample(64))
+    batch = replay.sample(64)
+    poisoned = Batch(batch.obs, batch.action, batch.reward.clone().fill_(float("nan")), batch.next_obs, batch.terminal)
+    with pytest.raises(NonFiniteError, match="update 2"):
+        learner.update(poisoned)
+
+
+def test_replay_mixing_draws_the_offline_share() -> None:
+    replay = bandit_replay(1000)
+    for _ in range(50):
+        replay.add_step(
+            torch.full((OBS,), 7.0).numpy(), torch.zeros(ACT).numpy(), -1.0, torch.zeros(OBS).numpy(), False
+        )
+    batch = replay.sample(200, offline_fraction=0.25)
+    online = (batch.obs[:, 0] == 7.0).sum().item()
+    assert online == 150
+    uniform = replay.sample(4000)
+    assert 0.02 < (uniform.obs[:, 0] == 7.0).float().mean().item() < 0.08  # 50 of 1050 rows
+
+
+def test_config_rejects_unknown_keys_and_wrong_types(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("batch_size: 128\nawr_lamda: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown field 'awr_lamda'"):
+        load_config(path)
+    path.write_text("batch_size: 12.5\n")
+    with pytest.raises(ConfigError, match="'batch_size' must be int"):
+        load_config(path)
+    path.write_text("actor_hidden: [64, 64]\noffline_fraction: 0.5\nlr: 1\n")
+    config = load_config(path)
+    assert config.actor_hidden == (64, 64) and config.offline_fraction == 0.5 and config.lr == 1.0
+    with pytest.raises(ConfigError, match="awr_lambda"):
+        from_dict({"awr_lambda": 0}, "here")
+    with pytest.raises(ConfigError, match="algo"):
+        TrainConfig(algo="sac")
