@@ -1,0 +1,113 @@
+"""`awac-robot export` (checkpoint -> verified ONNX + card) and `awac-robot deploy` (run it behind the safety layer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from awac_robot.cli.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to a verified ONNX policy with a policy card",
+        description=(
+            "Write the deterministic actor of a checkpoint (or a run folder's latest) as ONNX, with the task spec "
+            "and run in its metadata. onnxruntime must match torch within 1e-5 on >= 1000 observations "
+            "(from --store, else from rollouts in the task) or nothing is written."
+        ),
+    )
+    export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    export.add_argument("--out", type=Path, required=True, help="ONNX file to write, e.g. policies/door.onnx")
+    export.add_argument("--store", type=Path, help="verify on observations from this demo store")
+    export.add_argument("--verify", type=int, default=2000, help="rollout observations when no --store (>= 1000)")
+    export.set_defaults(handler=run_export)
+
+    deploy = subparsers.add_parser(
+        "deploy",
+        help="run an exported policy on the simulated robot behind the safety layer",
+        description=(
+            "Start the simulated robot process and a fixed-rate controller process running the ONNX policy behind "
+            "the safety limits; print live status, and a summary at the end. Ctrl-C stops cleanly (the robot holds)."
+        ),
+    )
+    deploy.add_argument("--policy", type=Path, required=True, help="ONNX policy from 'awac-robot export'")
+    deploy.add_argument("--task", help="task the robot runs (default: the policy's task; a mismatch refuses to start)")
+    deploy.add_argument("--rate", type=float, help="controller rate in Hz (default: limits file, else the task's)")
+    deploy.add_argument(
+        "--limits", type=Path, help="controller and safety limits (default deploy/TASK.yaml if present)"
+    )
+    deploy.add_argument("--duration", type=float, default=30.0, help="seconds to run (0: until Ctrl-C)")
+    deploy.add_argument("--estop-file", help="creating this file e-stops the controller")
+    deploy.add_argument("--log", type=Path, help="run log (.npz; default deploy/logs/TASK-TIME.npz)")
+    deploy.add_argument("--seed", type=int, default=0, help="seed of the simulated task")
+    deploy.add_argument("--json", action="store_true", help="print the summary as JSON")
+    deploy.set_defaults(handler=run_deploy)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from awac_robot.export import ExportError, export_actor, load_checkpoint, rollout_observations, store_observations
+    from awac_robot.store import StoreError
+
+    actor = load_checkpoint(args.checkpoint)
+    if args.store is not None:
+        try:
+            obs, source = store_observations(args.store, actor.spec), f"store {args.store}"
+        except StoreError as exc:
+            raise UserError(f"{exc} (or export without --store to verify on rollouts)") from None
+    else:
+        if args.verify < 1000:
+            raise UserError(f"--verify {args.verify} is too few: export verifies on at least 1000 observations")
+        obs, source = rollout_observations(actor, args.verify), f"{args.verify} rollout steps in task {actor.spec.name}"
+    try:
+        report = export_actor(actor, args.out, obs, source)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"exported {actor.spec.name} run {actor.run_id} step {actor.step} -> {report.onnx_path} "
+        f"(card {report.card_path}); onnxruntime vs torch max abs diff {report.max_abs_diff:.2e} "
+        f"on {report.verified_on} observations from {report.obs_source}"
+    )
+    return 0
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from awac_robot.control.limits import LimitsError, default_config, load_config, with_overrides
+    from awac_robot.control.runlog import format_summary
+    from awac_robot.control.supervisor import DeployError, Supervisor
+    from awac_robot.envs import get_spec
+    from awac_robot.onnx_policy import OnnxPolicy
+
+    policy = OnnxPolicy(args.policy)
+    task = args.task or policy.spec.name
+    spec = get_spec(task)
+    policy.check_spec(spec)
+    limits = args.limits or Path("deploy") / f"{task}.yaml"
+    try:
+        if args.limits is None and not limits.exists():
+            config = default_config(spec)
+            print(f"deploy: no {limits}; using the safety defaults of task {task}")
+        else:
+            config = load_config(limits, spec)
+        config = with_overrides(config, rate=args.rate, estop_file=args.estop_file)
+    except LimitsError as exc:
+        raise UserError(str(exc)) from None
+    log = args.log or Path("deploy") / "logs" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    try:
+        result = Supervisor(args.policy, config, args.duration or None, log, seed=args.seed).run()
+    except DeployError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"log": str(result.log_path), "robot": result.robot, **result.summary}, indent=2))
+    else:
+        print(format_summary(result.summary))
+        robot = result.robot
+        print(
+            f"robot: {robot['sim_steps']} simulator steps, {robot['episodes']} episodes ended, "
+            f"{robot['successes']} solved, {robot['overruns']} simulator overruns"
+        )
+        print(f"log: {result.log_path}  (format: docs/deploy.md)")
+    return 0

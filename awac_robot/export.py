@@ -1,0 +1,195 @@
+"""Checkpoint -> ONNX policy + policy card, verified against torch before it is allowed to exist.
+
+The exported graph is the trainer's deterministic actor with its observation normalisation,
+so the robot side needs nothing but onnxruntime. Export writes to a temporary file and only
+renames it to the requested path once onnxruntime agrees with torch on at least
+`min_verify` observations (max abs difference <= `tolerance`): a policy file on disk has
+always passed that check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import yaml
+
+from awac_robot import __version__
+from awac_robot.envs import make_env
+from awac_robot.onnx_policy import INPUT_NAME, OUTPUT_NAME, OnnxPolicy, PolicyMetadata
+from awac_robot.spec import TaskSpec
+from awac_robot.store import DemoStore
+from awac_robot.train.checkpoint import load_actor
+
+OPSET = 17
+TOLERANCE = 1e-5
+MIN_VERIFY = 1000
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the torch actor; nothing was written."""
+
+
+@dataclass
+class ActorToExport:
+    """What export needs from a checkpoint (the trainer's LoadedActor has these fields)."""
+
+    policy: torch.nn.Module
+    spec: TaskSpec
+    run_id: str
+    step: int
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    onnx_path: Path
+    card_path: Path
+    verified_on: int
+    max_abs_diff: float
+    obs_source: str
+
+
+def load_checkpoint(path: Path) -> ActorToExport:
+    loaded = load_actor(Path(path))
+    return ActorToExport(loaded.policy, loaded.spec, loaded.run_id, loaded.step, dict(loaded.eval))
+
+
+def store_observations(store: Path, spec: TaskSpec, limit: int = 20_000) -> np.ndarray:
+    with DemoStore.open(store) as demo:
+        spec.check_matches(demo.spec, f"store {store}")
+        obs = demo.load_transitions().obs
+    if len(obs) > limit:
+        obs = obs[np.random.default_rng(0).choice(len(obs), limit, replace=False)]
+    return obs
+
+
+def rollout_observations(actor: ActorToExport, count: int, seed: int = 0, noise: float = 0.3) -> np.ndarray:
+    """Observations the policy itself reaches in the real env (with action noise, to cover more states)."""
+    env = make_env(actor.spec.name, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows: list[np.ndarray] = []
+    obs, _ = env.reset()
+    with torch.no_grad():
+        while len(rows) < count:
+            rows.append(obs)
+            action = actor.policy(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy()
+            action = np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset()
+    env.close()
+    return np.stack(rows).astype(np.float32)
+
+
+def export_actor(
+    actor: ActorToExport,
+    out: Path,
+    verify_obs: np.ndarray,
+    obs_source: str,
+    tolerance: float = TOLERANCE,
+    min_verify: int = MIN_VERIFY,
+) -> ExportReport:
+    spec = actor.spec
+    out = Path(out)
+    if verify_obs.ndim != 2 or verify_obs.shape[1] != spec.obs_dim:
+        raise ExportError(f"verification observations have shape {verify_obs.shape}, task needs (N, {spec.obs_dim})")
+    if len(verify_obs) < min_verify:
+        raise ExportError(f"only {len(verify_obs)} observations to verify on, export needs at least {min_verify}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    policy = actor.policy.eval()
+    try:
+        write_onnx(policy, spec, tmp, policy_metadata(actor))
+        max_diff = _verify(policy, tmp, spec, verify_obs)
+        if not max_diff <= tolerance:
+            raise ExportError(
+                f"onnxruntime and torch disagree by {max_diff:.3g} (> {tolerance:g}) on {len(verify_obs)} "
+                f"observations from {obs_source}; {out} was not written"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    card = _write_card(actor, out, len(verify_obs), max_diff, obs_source)
+    return ExportReport(out, card, len(verify_obs), max_diff, obs_source)
+
+
+def policy_metadata(actor: ActorToExport) -> PolicyMetadata:
+    return PolicyMetadata(
+        task=actor.spec.name,
+        spec=actor.spec,
+        control_period=actor.spec.control_period,
+        run_id=actor.run_id,
+        step=int(actor.step),
+        package_version=__version__,
+        opset=OPSET,
+    )
+
+
+def write_onnx(policy: torch.nn.Module, spec: TaskSpec, path: Path, meta: PolicyMetadata) -> None:
+    example = torch.zeros(2, spec.obs_dim, dtype=torch.float32)
+    with warnings.catch_warnings():
+        # dynamo=False: the TorchScript exporter handles an MLP exactly and needs no onnxscript;
+        # torch 2.13 marks it deprecated, which is not news for the user of `awac-robot export`
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            policy,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = f"awac-robot policy for task {spec.name}, run {meta.run_id} step {meta.step}"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _verify(policy: torch.nn.Module, path: Path, spec: TaskSpec, obs: np.ndarray) -> float:
+    """Max abs difference over all observations, run as one batch and again one by one (the controller's way)."""
+    with torch.no_grad():
+        expected = policy(torch.as_tensor(obs)).numpy()
+    session = OnnxPolicy(path)
+    session.check_spec(spec)
+    batched = session.batch(obs)
+    single = np.stack([session(row) for row in obs[:200]])
+    if batched.shape != expected.shape:
+        raise ExportError(f"onnx output shape {batched.shape}, torch gives {expected.shape}")
+    return float(max(np.max(np.abs(batched - expected)), np.max(np.abs(single - expected[:200]))))
+
+
+def _write_card(actor: ActorToExport, onnx_path: Path, verified_on: int, max_diff: float, source: str) -> Path:
+    """policies/<name>.yaml: what a person deploying the file wants to know before they do."""
+    card = {
+        "policy": onnx_path.name,
+        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "task": actor.spec.name,
+        "obs_dim": actor.spec.obs_dim,
+        "act_dim": actor.spec.act_dim,
+        "control_rate_hz": actor.spec.control_rate,
+        "run_id": actor.run_id,
+        "step": int(actor.step),
+        "eval": {k: (float(v) if isinstance(v, (int, float, np.number)) else str(v)) for k, v in actor.eval.items()},
+        "verification": {"observations": verified_on, "from": source, "max_abs_diff": max_diff},
+        "opset": OPSET,
+        "exported_by": f"awac-robot {__version__}, torch {torch.__version__}, onnx {onnx.__version__}",
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "deploy": f"awac-robot deploy --policy {onnx_path}",
+    }
+    path = onnx_path.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
