@@ -12,13 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from awac_robot import __version__
-from awac_robot.cli import demo, tasks
+from awac_robot.cli import collect, demo, demos, deploy, tasks, train
+from awac_robot.cli.errors import UserError
 
-COMMAND_MODULES = (tasks, demo)
-
-
-class UserError(Exception):
-    """Raised by handlers for a problem the user can fix; printed as one line."""
+COMMAND_MODULES = (tasks, collect, demos, demo, train, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:
