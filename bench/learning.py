@@ -2,14 +2,22 @@
 
     .venv/bin/python bench/learning.py --task door [--algo awac|bc] [--seeds 3] [--online-steps 100000]
         [--offline-steps 25000] [--eval-every 10000] [--eval-episodes 10] [--config FILE] [--work bench_runs]
+        [--data expert|scripted] [--episodes 50] [--noise SIGMA] [--perturb FRACTION]
 
-Builds the store once (`WORK/TASK-base.zarr`): scripted-demonstrator episodes of which a
-share has bursts of random actions (`collect --perturb 0.6` gave 45% success on door in 20
-episodes; Gaussian noise alone is all-or-nothing for the door script), plus the
-25 human DAPG demos when ../shared/data is there. Every run finetunes its own copy of that
-store (finetuning appends to it), through the real `awac-robot finetune` command in a
-subprocess, and the figures are read back from the run's metrics.jsonl: eval success after
-offline pretraining and every `--eval-every` online env steps, with wall time.
+Builds the store once per data setting (`WORK/TASK-DATA-...-base.zarr`), plus the 25 human DAPG
+demos when ../shared/data is there. Its episodes come from one of two demonstrators:
+- `expert` (the default when the reference data is there): the DAPG door expert exported to
+  ONNX and run by `collect --demonstrator policy:...` with Gaussian action noise (default 0.2:
+  45% success in 20 episodes; 0.0 gave 100%, 0.4 gave 0%). It sees only the observation, so
+  its actions are a function the actor can imitate.
+- `scripted`: the scripted door demonstrator with a share of episodes hit by bursts of random
+  actions (`--perturb 0.6` gave 45% success in 20 episodes; Gaussian noise alone is all-or-nothing
+  for the script). The script acts on hidden state (hinge velocity, an internal release phase),
+  and AWAC, even BC, learned nothing from it (0% eval success), hence the expert data.
+Every run finetunes its own copy of that store (finetuning appends to it), through the real
+`awac-robot finetune` command in a subprocess, and the figures are read back from the run's
+metrics.jsonl: eval success after offline pretraining and every `--eval-every` online env
+steps, with wall time.
 """
 
 from __future__ import annotations
@@ -25,30 +33,63 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from awac_robot.envs import get_spec
+from awac_robot.export import ActorToExport, export_actor, rollout_observations
 from awac_robot.store import DemoStore
 
 ROOT = Path(__file__).resolve().parents[1]
-HUMAN_DEMOS = {"door": ROOT.parent / "shared" / "data" / "adroit" / "door-v0_demos.pickle"}
+REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
+HUMAN_DEMOS = {"door": REFERENCE / "door-v0_demos.pickle"}
+EXPERTS = {"door": REFERENCE / "door_expert.npz"}
+DEFAULT_NOISE = {"expert": 0.2, "scripted": 0.0}
+DEFAULT_PERTURB = {"expert": 0.0, "scripted": 0.6}
 
 
 def cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "awac_robot", *args], check=True)
 
 
-def build_store(task: str, path: Path, episodes: int, noise: float, perturb: float) -> None:
+def export_expert(task: str, weights: Path, out: Path) -> Path:
+    """The DAPG expert as an awac-robot ONNX policy, verified against torch on its own rollouts."""
+    if out.exists():
+        return out
+    sys.path.insert(0, str(ROOT / "tests"))  # the expert's forward pass lives with the tests that use it too
+    from onnx_helpers import DapgDoorExpert
+
+    spec = get_spec(task)
+    actor = ActorToExport(DapgDoorExpert(weights).eval(), spec, "dapg-expert", 0)
+    report = export_actor(actor, out, rollout_observations(actor, 1000), "expert rollouts")
+    print(f"exported {weights.name} to {out} (max |onnx - torch| {report.max_abs_diff:.1e})")
+    return out
+
+
+def choose_data(args: argparse.Namespace) -> str:
+    """The demonstrator for the store: the requested one, or the scripted one when the expert is missing."""
+    expert = EXPERTS.get(args.task)
+    if args.data == "expert" and (expert is None or not expert.exists()):
+        print(f"(no DAPG expert for {args.task} at {expert}: falling back to the scripted demonstrator)")
+        return "scripted"
+    return args.data
+
+
+def build_store(args: argparse.Namespace, data: str, noise: float, perturb: float, path: Path) -> None:
     if path.exists():
         return
     staging = path.with_name(path.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
+    demonstrator = "scripted"
+    if data == "expert":
+        policy = export_expert(args.task, EXPERTS[args.task], args.work / f"{args.task}_expert.onnx")
+        demonstrator = f"policy:{policy}"
     cli(
-        "collect", "--task", task, "--episodes", str(episodes), "--store", str(staging),
-        "--noise", str(noise), "--perturb", str(perturb), "--no-progress",
+        "collect", "--task", args.task, "--episodes", str(args.episodes), "--store", str(staging),
+        "--demonstrator", demonstrator, "--noise", str(noise), "--perturb", str(perturb), "--no-progress",
     )  # fmt: skip
-    human = HUMAN_DEMOS.get(task)
+    human = HUMAN_DEMOS.get(args.task)
     if human is not None and human.exists():
-        cli("demos", "import", "dapg", str(human), "--task", task, "--store", str(staging))
+        cli("demos", "import", "dapg", str(human), "--task", args.task, "--store", str(staging))
     else:
-        print(f"(no human demos for {task} at {human}: scripted data only)")
+        print(f"(no human demos for {args.task} at {human}: demonstrator data only)")
     staging.rename(path)
 
 
@@ -65,26 +106,52 @@ def describe_store(path: Path) -> float:
     return rate
 
 
+def curve_points(metrics: Path, offline_steps: int) -> list[dict]:
+    """The eval at the end of offline pretraining, then every online eval, each with the last updates/s logged."""
+    text = metrics.read_text() if metrics.exists() else ""
+    rows = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # complete lines only
+    points, speed = [], float("nan")
+    for row in rows:
+        speed = row.get("updates_per_s", speed)
+        offline_end = row["phase"] == "offline" and row["updates"] == offline_steps
+        if "eval_success" in row and (offline_end or row["phase"] == "online"):
+            points.append({**row, "updates_per_s": speed})
+    return points
+
+
 def run_seed(args: argparse.Namespace, base: Path, config: Path, seed: int) -> list[dict]:
-    folder = args.work / f"{args.task}-{args.algo}-s{seed}"
+    """One finetune run; its points are printed as they are logged, so a run cut short still reports."""
+    folder = args.work / f"{base.name.removesuffix('-base.zarr')}-{args.algo}-s{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     store = folder / f"{args.task}.zarr"
     shutil.copytree(base, store)
     started = time.time()
-    cli(
+    command = [
+        sys.executable, "-m", "awac_robot",
         "finetune", "--task", args.task, "--store", str(store), "--config", str(config), "--out", str(folder / "run"),
         "--seed", str(seed), "--algo", args.algo, "--offline-steps", str(args.offline_steps),
         "--online-steps", str(args.online_steps), "--no-progress",
-    )  # fmt: skip
-    rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "eval_success" in r]
-    offline_end = [r for r in evals if r["phase"] == "offline" and r["updates"] == args.offline_steps]
-    points = offline_end[-1:] + [r for r in evals if r["phase"] == "online"]
-    for r in points:
-        label = "offline end" if r["phase"] == "offline" else f"online {r['env_steps']:>7}"
-        print(f"  seed {seed} {label}: success {r['eval_success']:.0%}  wall {r['time'] - started:7.0f} s", flush=True)
-    return points
+    ]  # fmt: skip
+    process = subprocess.Popen(command)
+    shown: list[dict] = []
+    while True:
+        finished = process.poll() is not None  # checked before reading, so the last lines are never missed
+        shown_before = len(shown)
+        shown = curve_points(folder / "run" / "metrics.jsonl", args.offline_steps)
+        for r in shown[shown_before:]:
+            label = "offline end" if r["phase"] == "offline" else f"online {r['env_steps']:>7}"
+            print(
+                f"  seed {seed} {label}: success {r['eval_success']:.0%}  wall {r['time'] - started:7.0f} s"
+                f"  ({r['updates_per_s']:.0f} updates/s)",
+                flush=True,
+            )
+        if finished:
+            break
+        time.sleep(5)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return shown
 
 
 def main() -> None:
@@ -96,16 +163,22 @@ def main() -> None:
     parser.add_argument("--offline-steps", type=int, default=25_000)
     parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--episodes", type=int, default=50, help="scripted episodes in the store")
-    parser.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise of the scripted episodes")
-    parser.add_argument("--perturb", type=float, default=0.6, help="share of scripted episodes with random bursts")
+    parser.add_argument(
+        "--data", choices=("expert", "scripted"), default="expert", help="demonstrator of the store's episodes"
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="demonstrator episodes in the store")
+    parser.add_argument("--noise", type=float, help="Gaussian action noise (default: expert 0.2, scripted 0.0)")
+    parser.add_argument("--perturb", type=float, help="share of episodes with random bursts (expert 0, scripted 0.6)")
     parser.add_argument("--config", type=Path, help="training config YAML (eval settings are set by this script)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_runs")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    base = args.work / f"{args.task}-base.zarr"
-    build_store(args.task, base, args.episodes, args.noise, args.perturb)
+    data = choose_data(args)
+    noise = DEFAULT_NOISE[data] if args.noise is None else args.noise
+    perturb = DEFAULT_PERTURB[data] if args.perturb is None else args.perturb
+    base = args.work / f"{args.task}-{data}-e{args.episodes}-n{noise:g}-p{perturb:g}-base.zarr"
+    build_store(args, data, noise, perturb, base)
     data_rate = describe_store(base)
     settings = yaml.safe_load(args.config.read_text()) if args.config else {}
     settings.update(
@@ -113,7 +186,7 @@ def main() -> None:
         eval_episodes=args.eval_episodes,
         offline_eval_interval=max(args.offline_steps, 1),
     )
-    config = args.work / f"{args.task}-{args.algo}-config.yaml"
+    config = args.work / f"{base.name.removesuffix('-base.zarr')}-{args.algo}-config.yaml"
     config.write_text(yaml.safe_dump(settings))
     print(
         f"algo {args.algo}, {args.seeds} seeds, {args.offline_steps} offline updates, {args.online_steps} online steps"

@@ -3,6 +3,8 @@
 Threads (measured with bench/updates.py, batch 256, on the 2-core dev machine): with one
 other job running, 2 threads ran 137 updates/s with libgomp's default spin-waiting and 57
 with OMP_WAIT_POLICY=PASSIVE; with the cores oversubscribed (load ~4) it was the other way
-round, 10 vs 69, and 1 thread ran ~50-90. So the default stays "every core, spin-waiting",
-and on a busy shared machine `threads: 1` in the config is the robust choice.
+round, 10 vs 69, and 1 thread ran ~50-90. Beside one other busy process (a second training
+run) 2 threads fell to 2.2 updates/s while 1 thread ran 90. A 40x cliff whenever anything
+else runs is worse than giving up ~35% on an idle machine, so the default is `threads: 1`;
+set `threads: 0` (every core) on a machine dedicated to training.
 """
