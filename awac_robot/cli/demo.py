@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--task", default="reach", help="task with a scripted demonstrator (default reach: learns in a minute)"
     )
     parser.add_argument("--episodes", type=int, default=20, help="demonstration episodes to collect")
+    parser.add_argument(
+        "--noise", type=float, default=0.1, help="action noise while collecting (the hand scripts need <= 0.02)"
+    )
     parser.add_argument("--offline-steps", type=int, default=2000, help="offline AWAC updates")
     parser.add_argument("--online-steps", type=int, default=1000, help="online env steps of finetuning")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds the controller runs the policy")
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     _step("the tasks", ["tasks"])
     _step(
         "1/4 collect scripted demonstrations",
-        ["collect", *task, "--episodes", str(args.episodes), "--store", str(store), "--noise", "0.1", "--no-progress"],
+        ["collect", *task, "--episodes", str(args.episodes), "--store", str(store), "--noise", str(args.noise)]
+        + ["--no-progress"],
     )
     _step(
         "2/4 AWAC: pretrain offline, then finetune online (the store keeps every online episode)",
