@@ -5,9 +5,9 @@
 Success is reported two ways: on the episode's last step ("final") and on any step
 ("any"); the sparse reward AWAC learns from counts every successful step, so both matter.
 Speed is wall time per episode (expert + simulator), steps per second, and how many times
-faster than the task's real control rate that is. Noise is drawn exactly as `collect`
-draws it for episode seed s (generator seeded with s; N(0, sigma^2) per action entry,
-then clipping to [-1, 1]), so a row predicts what `collect --noise sigma` records.
+faster than the task's real control rate that is. Episodes run through
+`collect.run_episode`, the loop `collect` records with, so a row is what
+`collect --noise sigma` records.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from awac_robot.demonstrators.scripted import make_scripted, rollout, scripted_tasks
+from awac_robot.collect import run_episode
+from awac_robot.demonstrators.scripted import make_scripted, scripted_tasks
 from awac_robot.envs import make_env
 
 
@@ -33,11 +34,11 @@ def main() -> None:
         demo = make_scripted(task)
         for noise in args.noise:
             start = time.perf_counter()
-            results = [rollout(env, demo, seed, noise) for seed in range(args.episodes)]
+            results = [run_episode(env, demo, seed, noise) for seed in range(args.episodes)]
             elapsed = time.perf_counter() - start
-            final = np.mean([r.success_final for r in results])
-            any_ = np.mean([r.success_any for r in results])
-            steps = sum(r.steps for r in results)
+            final = np.mean([r.success[-1] for r in results])
+            any_ = np.mean([r.solved for r in results])
+            steps = sum(r.length for r in results)
             rate = steps / elapsed
             print(
                 f"{task:<12} {noise:>5.2f} {final:>7.0%} {any_:>7.0%} {1000 * elapsed / len(results):>7.1f} "

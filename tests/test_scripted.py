@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from awac_robot.demonstrators.scripted import make_scripted, rollout, scripted_tasks
+from awac_robot.collect import run_episode
+from awac_robot.demonstrators.scripted import make_scripted, scripted_tasks
 from awac_robot.envs import TaskError, make_env
 
 TASKS = scripted_tasks()
@@ -15,9 +16,9 @@ TASKS = scripted_tasks()
 def test_solves_seeded_episodes(task: str) -> None:
     env = make_env(task)
     demo = make_scripted(task)
-    results = [rollout(env, demo, seed) for seed in range(3)]
-    assert all(r.steps == env.config.episode_steps for r in results)
-    assert all(r.success_final for r in results), [r for r in results if not r.success_final]
+    results = [run_episode(env, demo, seed) for seed in range(3)]
+    assert all(r.length == env.config.episode_steps for r in results)
+    assert all(r.success[-1] for r in results), [r.seed for r in results if not r.success[-1]]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -42,16 +43,16 @@ def test_closed_loop_recovers_from_moderate_noise(task: str) -> None:
     """Noise 0.1 barely dents the tabletop experts: they re-plan from each observation."""
     env = make_env(task)
     demo = make_scripted(task)
-    results = [rollout(env, demo, seed, noise=0.1) for seed in range(4)]
-    assert sum(r.success_any for r in results) >= 3
+    results = [run_episode(env, demo, seed, noise=0.1) for seed in range(4)]
+    assert sum(r.solved for r in results) >= 3
 
 
 def test_noise_lowers_success_but_leaves_some() -> None:
     """Mixed-quality data is the point of noise: heavy noise must hurt, not wipe out, the push expert."""
     env = make_env("push")
     demo = make_scripted("push")
-    clean = [rollout(env, demo, seed).success_final for seed in range(10)]
-    noisy = [rollout(env, demo, seed, noise=0.5).success_final for seed in range(10)]
+    clean = [run_episode(env, demo, seed).success[-1] for seed in range(10)]
+    noisy = [run_episode(env, demo, seed, noise=0.5).success[-1] for seed in range(10)]
     assert sum(noisy) < sum(clean)
     assert sum(noisy) >= 1
 
@@ -73,7 +74,7 @@ def test_unknown_task_name_is_refused() -> None:
 def test_fifty_episode_success_rate(task: str) -> None:
     env = make_env(task)
     demo = make_scripted(task)
-    results = [rollout(env, demo, seed) for seed in range(50)]
-    final = np.mean([r.success_final for r in results])
-    any_step = np.mean([r.success_any for r in results])
+    results = [run_episode(env, demo, seed) for seed in range(50)]
+    final = np.mean([r.success[-1] for r in results])
+    any_step = np.mean([r.solved for r in results])
     assert final >= 0.9 and any_step >= 0.9, (final, any_step)

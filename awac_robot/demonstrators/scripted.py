@@ -8,14 +8,11 @@ demonstrator) the same way for the tests and `bench/scripted_success.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
 
 from awac_robot.demonstrators import Demonstrator
 from awac_robot.demonstrators.scripted_adroit import DoorExpert, RelocateExpert
 from awac_robot.demonstrators.scripted_fetch import PickPlaceExpert, PushExpert, ReachExpert
-from awac_robot.envs import TaskEnv, TaskError, get_task
+from awac_robot.envs import TaskError, get_task
 
 _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
     "door": DoorExpert,
@@ -39,43 +36,3 @@ def make_scripted(task: str) -> Demonstrator:
             "(use --demonstrator policy:PATH.onnx, or keyboard for a tabletop task)"
         )
     return _EXPERTS[name]()
-
-
-@dataclass(frozen=True)
-class RolloutResult:
-    """How one episode went: success on the last step, on any step, and its length."""
-
-    success_final: bool
-    success_any: bool
-    steps: int
-
-
-def rollout(
-    env: TaskEnv,
-    demo: Demonstrator,
-    seed: int,
-    noise: float = 0.0,
-    rng: np.random.Generator | None = None,
-) -> RolloutResult:
-    """Run one full-length episode, adding N(0, noise^2) to each action and clipping to [-1, 1].
-
-    With the default generator (seeded with `seed`) the noise is the very noise `collect`
-    adds to episode `seed` when no perturbation is asked for.
-    """
-    rng = rng if rng is not None else np.random.default_rng(seed)
-    obs, info = env.reset(seed=seed)
-    demo.reset(env, obs)
-    any_success = bool(info["success"])
-    success = any_success
-    steps = 0
-    done = False
-    while not done:
-        action = demo.act(obs)
-        if noise > 0:
-            action = np.clip(action + rng.normal(0.0, noise, action.shape), -1.0, 1.0).astype(np.float32)
-        obs, _, terminated, truncated, info = env.step(action)
-        success = bool(info["success"])
-        any_success |= success
-        steps += 1
-        done = terminated or truncated
-    return RolloutResult(success_final=success, success_any=any_success, steps=steps)
