@@ -36,6 +36,10 @@ class UpdateConfig:
     actor_weight_decay: float
     reward_scale: float
     reward_offset: float
+    #: (low, high) the Bellman target is clipped to, or None: the discounted returns the reward range allows
+    q_bounds: tuple[float, float] | None = None
+    #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
+    policy_average: float | None = None
 
 
 @dataclass
@@ -73,6 +77,11 @@ class AWACLearner:
         self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=True)
         self._critic_params = list(critic.parameters())
         self._target_params = list(self.target_critic.parameters())
+        # The policy that is evaluated and deployed: the actor itself, or a slow average of it that smooths
+        # the update-to-update jitter of heavily weighted batches.
+        self.policy = actor if config.policy_average is None else copy.deepcopy(actor).requires_grad_(False)
+        self._actor_params = list(actor.parameters())
+        self._policy_params = list(self.policy.parameters())
         self.generator = torch.Generator().manual_seed(seed)  # the policy samples inside the update
         self.updates = 0
 
@@ -93,6 +102,8 @@ class AWACLearner:
                 next_q = self.target_critic(batch.next_obs, next_action).min(0).values
                 reward = batch.reward * cfg.reward_scale + cfg.reward_offset
                 target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+                if cfg.q_bounds is not None:
+                    target = target.clamp(*cfg.q_bounds)
 
             obs_proj = self.critic.project_obs(batch.obs)
             q = self.critic.from_projection(obs_proj, batch.action)  # (members, batch)
@@ -129,6 +140,9 @@ class AWACLearner:
         if cfg.algo == "awac":
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._critic_params, cfg.target_tau)
+        if cfg.policy_average is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._policy_params, self._actor_params, cfg.policy_average)
         self.updates += 1
         stats.update(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
         stats["log_std"] = self.actor.clamped_log_std().detach().mean()
@@ -139,6 +153,7 @@ class AWACLearner:
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
+            "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "updates": self.updates,
@@ -148,6 +163,7 @@ class AWACLearner:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
+        self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])

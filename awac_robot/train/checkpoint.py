@@ -90,12 +90,15 @@ class LoadedActor:
 
 
 def load_actor(path: Path) -> LoadedActor:
-    """The deterministic actor (tanh mean, observation normalisation inside) of a checkpoint or run folder."""
+    """The deterministic policy (tanh mean, observation normalisation inside) of a checkpoint or run folder.
+
+    That is the averaged actor when the run kept one (`policy_average`), the one its evaluations scored.
+    """
     state = read_checkpoint(path)
     config = from_dict(state["config"], f"{state['path']} config")
     spec = TaskSpec.from_dict(state["spec"])
     actor = build_actor(config, spec)
-    actor.load_state_dict(state["learner"]["actor"])
+    actor.load_state_dict(state["learner"]["policy"])
     actor.eval().requires_grad_(False)
     return LoadedActor(
         policy=actor,

@@ -115,7 +115,7 @@ class Trainer:
         )
         self.replay.offline_size = self.counters.offline_steps_in_store
         del transitions
-        self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
+        self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs(), self.store.reward_mode)
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir)
@@ -194,7 +194,7 @@ class Trainer:
         self._log_clock = (time.perf_counter(), self.counters.updates)
 
     def run_eval(self, phase: str, eval_env: Any) -> dict[str, Any]:
-        result = evaluate(self.learner.actor, eval_env, self.config.eval_episodes, self.config.seed)
+        result = evaluate(self.learner.policy, eval_env, self.config.eval_episodes, self.config.seed)
         self.last_eval = {**result, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
         self.log.write(
             {
