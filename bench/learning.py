@@ -1,8 +1,9 @@
 """Learning benchmark: offline pretraining + online finetuning on a mixed-quality store, several seeds.
 
-    .venv/bin/python bench/learning.py --task door [--algo awac|bc] [--seeds 3] [--online-steps 100000]
-        [--offline-steps 25000] [--eval-every 10000] [--eval-episodes 10] [--config FILE] [--work bench_runs]
-        [--data expert|scripted] [--episodes 50] [--noise SIGMA] [--perturb FRACTION]
+    .venv/bin/python bench/learning.py --task door [--algo awac [bc]] [--seeds 3] [--jobs 2]
+        [--online-steps 100000] [--offline-steps 25000] [--eval-every 10000] [--eval-episodes 30]
+        [--config FILE] [--work bench_runs] [--data expert|scripted] [--episodes 50] [--noise SIGMA]
+        [--perturb FRACTION]
 
 Builds the store once per data setting (`WORK/TASK-DATA-...-base.zarr`), plus the 25 human DAPG
 demos when ../shared/data is there. Its episodes come from one of two demonstrators:
@@ -35,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +129,10 @@ def curve_points(metrics: Path, offline_steps: int) -> list[dict]:
     return points
 
 
-def run_seed(args: argparse.Namespace, base: Path, config: Path, seed: int) -> list[dict]:
+def run_seed(args: argparse.Namespace, base: Path, algo: str, seed: int) -> list[dict]:
     """One finetune run; its points are printed as they are logged, so a run cut short still reports."""
-    folder = args.work / f"{base.name.removesuffix('-base.zarr')}-{args.algo}-s{seed}"
+    config = write_config(args, base, algo)
+    folder = args.work / f"{base.name.removesuffix('-base.zarr')}-{algo}-s{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     store = folder / f"{args.task}.zarr"
@@ -138,7 +141,7 @@ def run_seed(args: argparse.Namespace, base: Path, config: Path, seed: int) -> l
     command = [
         sys.executable, "-m", "awac_robot",
         "finetune", "--task", args.task, "--store", str(store), "--config", str(config), "--out", str(folder / "run"),
-        "--seed", str(seed), "--algo", args.algo, "--offline-steps", str(args.offline_steps),
+        "--seed", str(seed), "--algo", algo, "--offline-steps", str(args.offline_steps),
         "--online-steps", str(args.online_steps), "--no-progress",
     ]  # fmt: skip
     process = subprocess.Popen(command)
@@ -150,7 +153,7 @@ def run_seed(args: argparse.Namespace, base: Path, config: Path, seed: int) -> l
         for r in shown[shown_before:]:
             label = "offline end" if r["phase"] == "offline" else f"online {r['env_steps']:>7}"
             print(
-                f"  seed {seed} {label}: success {r['eval_success']:.0%}  wall {r['time'] - started:7.0f} s"
+                f"  {algo} seed {seed} {label}: success {r['eval_success']:.0%}  wall {r['time'] - started:7.0f} s"
                 f"  ({r['updates_per_s']:.0f} updates/s)",
                 flush=True,
             )
@@ -159,18 +162,44 @@ def run_seed(args: argparse.Namespace, base: Path, config: Path, seed: int) -> l
         time.sleep(5)
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command)
-    return shown
+    return [{**r, "started": started} for r in shown]
+
+
+def write_config(args: argparse.Namespace, base: Path, algo: str) -> Path:
+    """The run config: the --config file's settings with this script's evaluation schedule."""
+    settings = yaml.safe_load(args.config.read_text()) if args.config else {}
+    settings.update(
+        eval_interval=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        offline_eval_interval=max(args.offline_steps, 1),
+    )
+    config = args.work / f"{base.name.removesuffix('-base.zarr')}-{algo}-config.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return config
+
+
+def summarise(algo: str, curves: list[list[dict]], data_rate: float) -> None:
+    print(f"\nmean over {len(curves)} seeds ({algo}); data success {data_rate:.0%}")
+    for column in zip(*curves, strict=False):
+        label = "offline end" if column[0]["phase"] == "offline" else f"online {column[0]['env_steps']:>7}"
+        rates = [r["eval_success"] for r in column]
+        walls = [r["time"] - r["started"] for r in column]
+        print(
+            f"  {label}: success {np.mean(rates):.0%} (per seed {', '.join(f'{x:.0%}' for x in rates)})"
+            f"  wall {np.mean(walls):.0f} s"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="door")
-    parser.add_argument("--algo", choices=("awac", "bc"), default="awac")
+    parser.add_argument("--algo", choices=("awac", "bc"), nargs="+", default=["awac"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each takes one core: threads 1)")
     parser.add_argument("--online-steps", type=int, default=100_000)
     parser.add_argument("--offline-steps", type=int, default=25_000)
     parser.add_argument("--eval-every", type=int, default=10_000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument(
         "--data", choices=("expert", "scripted"), default="expert", help="demonstrator of the store's episodes"
     )
@@ -188,25 +217,15 @@ def main() -> None:
     base = args.work / f"{args.task}-{data}-e{args.episodes}-n{noise:g}-p{perturb:g}-base.zarr"
     build_store(args, data, noise, perturb, base)
     data_rate = describe_store(base)
-    settings = yaml.safe_load(args.config.read_text()) if args.config else {}
-    settings.update(
-        eval_interval=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        offline_eval_interval=max(args.offline_steps, 1),
-    )
-    config = args.work / f"{base.name.removesuffix('-base.zarr')}-{args.algo}-config.yaml"
-    config.write_text(yaml.safe_dump(settings))
     print(
-        f"algo {args.algo}, {args.seeds} seeds, {args.offline_steps} offline updates, {args.online_steps} online steps"
+        f"{' and '.join(args.algo)}: {args.seeds} seeds, {args.offline_steps} offline updates, "
+        f"{args.online_steps} online steps, {args.jobs} at a time; config {args.config or 'defaults'}"
     )
-    print(f"config overrides: {settings}")
-    curves = [run_seed(args, base, config, seed) for seed in range(args.seeds)]
-
-    print(f"\nmean over {args.seeds} seeds ({args.algo}); data success {data_rate:.0%}")
-    for column in zip(*curves, strict=False):
-        label = "offline end" if column[0]["phase"] == "offline" else f"online {column[0]['env_steps']:>7}"
-        rates = [r["eval_success"] for r in column]
-        print(f"  {label}: success {np.mean(rates):.0%} (per seed {', '.join(f'{x:.0%}' for x in rates)})")
+    runs = [(algo, seed) for algo in args.algo for seed in range(args.seeds)]
+    with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on the finetune subprocesses
+        curves = list(pool.map(lambda run: run_seed(args, base, *run), runs))
+    for algo in args.algo:
+        summarise(algo, [curve for (a, _), curve in zip(runs, curves, strict=True) if a == algo], data_rate)
 
 
 if __name__ == "__main__":
