@@ -22,8 +22,6 @@ from awac_robot.spec import TaskSpec
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
 REWARD_MODES = ("sparse", "dense")
-#: the two values of the sparse ("binary") reward: not solved, solved
-SPARSE_REWARDS = (-1.0, 0.0)
 LAYOUTS = ("flat", "goal_dict")
 GOAL_DICT_KEYS = ("observation", "achieved_goal", "desired_goal")
 
@@ -263,7 +261,7 @@ class TaskEnv(gym.Wrapper):
         success = self._success(info)
         info["success"] = success
         if self.reward_mode == "sparse":
-            reward = SPARSE_REWARDS[1] if success else SPARSE_REWARDS[0]
+            reward = 0.0 if success else -1.0
         return self.flatten(obs), float(reward), bool(terminated), bool(truncated), info
 
 

@@ -36,8 +36,6 @@ class UpdateConfig:
     actor_weight_decay: float
     reward_scale: float
     reward_offset: float
-    #: (low, high) the Bellman target is clipped to, or None: the discounted returns the reward range allows
-    q_bounds: tuple[float, float] | None = None
     #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
     policy_average: float | None = None
 
@@ -102,8 +100,6 @@ class AWACLearner:
                 next_q = self.target_critic(batch.next_obs, next_action).min(0).values
                 reward = batch.reward * cfg.reward_scale + cfg.reward_offset
                 target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
-                if cfg.q_bounds is not None:
-                    target = target.clamp(*cfg.q_bounds)
 
             obs_proj = self.critic.project_obs(batch.obs)
             q = self.critic.from_projection(obs_proj, batch.action)  # (members, batch)

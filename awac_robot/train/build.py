@@ -21,9 +21,7 @@ def build_actor(config: TrainConfig, spec: TaskSpec) -> GaussianActor:
     )
 
 
-def build_learner(
-    config: TrainConfig, spec: TaskSpec, offline_obs: torch.Tensor | None = None, reward_mode: str = "sparse"
-) -> AWACLearner:
+def build_learner(config: TrainConfig, spec: TaskSpec, offline_obs: torch.Tensor | None = None) -> AWACLearner:
     """Fresh networks; `offline_obs` (when given) sets the observation normalisation of actor and critics."""
     actor = build_actor(config, spec)
     critic = CriticEnsemble(
@@ -32,4 +30,4 @@ def build_learner(
     if offline_obs is not None and offline_obs.shape[0] > 1:
         actor.normalizer.fit(offline_obs)
         critic.normalizer.fit(offline_obs)
-    return AWACLearner(actor, critic, config.update_config(reward_mode), seed=config.seed + 1)
+    return AWACLearner(actor, critic, config.update_config(), seed=config.seed + 1)

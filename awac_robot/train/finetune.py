@@ -115,7 +115,7 @@ class Trainer:
         )
         self.replay.offline_size = self.counters.offline_steps_in_store
         del transitions
-        self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs(), self.store.reward_mode)
+        self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir)
