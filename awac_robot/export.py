@@ -1,8 +1,8 @@
 """Checkpoint -> ONNX policy + policy card, verified against torch before it is allowed to exist.
 
-The exported graph is the trainer's deterministic actor with its observation normalisation,
-so the robot side needs nothing but onnxruntime. Export writes to a temporary file and only
-renames it to the requested path once onnxruntime agrees with torch on at least
+The exported graph is the trainer's deterministic policy (the averaged actor by default) with
+its observation normalisation, so the robot side needs nothing but onnxruntime. Export writes
+to a temporary file and only renames it to the requested path once onnxruntime agrees with torch on at least
 `min_verify` observations (max abs difference <= `tolerance`): a policy file on disk has
 always passed that check.
 """
