@@ -110,10 +110,8 @@ class Trainer:
             self.counters.online_episodes = self.store.num_episodes - self.counters.offline_episodes_in_store
         remaining = max(0, config.online_steps - self.counters.env_steps) if online else 0
         self.replay = Replay(self.spec.obs_dim, self.spec.act_dim, len(transitions) + remaining + 1, seed=config.seed)
-        self.replay.add(
-            transitions.obs, transitions.action, transitions.reward, transitions.next_obs, transitions.terminal
-        )
-        self.replay.offline_size = self.counters.offline_steps_in_store
+        self.replay.add_transitions(transitions)  # on resume, the online episodes stored so far come after
+        self.replay.mark_offline(self.counters.offline_steps_in_store)
         del transitions
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)

@@ -47,9 +47,17 @@ class Replay:
     def add_step(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, done: bool) -> None:
         self.add(obs[None], action[None], np.array([reward]), next_obs[None], np.array([float(done)]))
 
-    def mark_offline(self) -> None:
-        """Everything added so far is the offline data."""
-        self.offline_size = self.size
+    def add_transitions(self, transitions: Any) -> None:
+        """Append everything in `transitions` (anything with obs/action/reward/next_obs/terminal arrays)."""
+        t = transitions
+        self.add(t.obs, t.action, t.reward, t.next_obs, t.terminal)
+
+    def mark_offline(self, rows: int | None = None) -> None:
+        """The first `rows` rows (default: everything added so far) are the offline data."""
+        rows = self.size if rows is None else rows
+        if not 0 <= rows <= self.size:
+            raise ValueError(f"cannot mark {rows} offline rows in a replay of {self.size}")
+        self.offline_size = rows
 
     def sample(self, batch_size: int, offline_fraction: float | None = None) -> Batch:
         if self.size == 0:
@@ -82,12 +90,6 @@ class Replay:
     def from_offline(cls, obs_dim: int, act_dim: int, transitions: Any, capacity: int, seed: int) -> Replay:
         """A replay holding `transitions` (anything with obs/action/reward/next_obs/terminal arrays) as offline data."""
         replay = cls(obs_dim, act_dim, capacity, seed)
-        replay.add(
-            transitions.obs,
-            transitions.action,
-            transitions.reward,
-            transitions.next_obs,
-            transitions.terminal,
-        )
+        replay.add_transitions(transitions)
         replay.mark_offline()
         return replay
