@@ -23,7 +23,6 @@ Online, where every env step waits for one update, 1024 moves 3.5x fewer env ste
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+
+from awac_robot.train.runlog import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def train(args: argparse.Namespace, batch: int) -> list[dict]:
         "--config", str(config), "--offline-steps", str(updates), "--out", str(folder / "run"), "--no-progress",
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = RunLog(folder / "run").rows()
     start = rows[0]["time"] - rows[0]["updates"] / rows[0]["updates_per_s"]  # back to the first update
     return [{**r, "seconds": r["time"] - start} for r in rows if "eval_success" in r]
 

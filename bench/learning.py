@@ -34,7 +34,6 @@ AWAC 33 / 62 / 57% of 500 per seed (rising from 19-39% in the first 100 to 33-73
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import yaml
 from awac_robot.envs import get_spec
 from awac_robot.export import ActorToExport, export_actor, rollout_observations
 from awac_robot.store import DemoStore
+from awac_robot.train.runlog import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
@@ -119,12 +119,10 @@ def describe_store(path: Path) -> float:
     return rate
 
 
-def curve_points(metrics: Path, offline_steps: int) -> list[dict]:
+def curve_points(run_dir: Path, offline_steps: int) -> list[dict]:
     """The eval at the end of offline pretraining, then every online eval, each with the last updates/s logged."""
-    text = metrics.read_text() if metrics.exists() else ""
-    rows = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # complete lines only
     points, speed = [], float("nan")
-    for row in rows:
+    for row in RunLog(run_dir).rows():  # complete lines only: the run is still writing
         speed = row.get("updates_per_s", speed)
         offline_end = row["phase"] == "offline" and row["updates"] == offline_steps
         if "eval_success" in row and (offline_end or row["phase"] == "online"):
@@ -152,7 +150,7 @@ def run_seed(args: argparse.Namespace, base: Path, algo: str, seed: int) -> list
     while True:
         finished = process.poll() is not None  # checked before reading, so the last lines are never missed
         shown_before = len(shown)
-        shown = curve_points(folder / "run" / "metrics.jsonl", args.offline_steps)
+        shown = curve_points(folder / "run", args.offline_steps)
         for r in shown[shown_before:]:
             label = "offline end" if r["phase"] == "offline" else f"online {r['env_steps']:>7}"
             print(
