@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to a verified ONNX policy with a policy card",
         description=(
-            "Write the deterministic actor of a checkpoint (or a run folder's latest) as ONNX, with the task spec "
+            "Write the deterministic policy (the averaged actor by default) of a checkpoint (or a run folder's "
+            "latest) as ONNX, with the task spec "
             "and run in its metadata. onnxruntime must match torch within 1e-5 on >= 1000 observations "
             "(from --store, else from rollouts in the task) or nothing is written."
         ),
