@@ -12,7 +12,7 @@ A DAPG file is a pickle: a list of dicts with `observations` (T, obs_dim), `acti
   the last recorded one. The shortened episode is marked truncated on its last step (the
   person stopped; the task did not terminate).
 - The recorded dense rewards come from an older simulator; the store's sparse reward is
-  recomputed from the observations with the task's documented success rule.
+  recomputed from the observations with the task's own success rule (`success_rules.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 from awac_robot.envs import get_spec
 from awac_robot.spec import SpecMismatch, TaskSpec
 from awac_robot.store import DemoStore, Episode, StoreError
+from awac_robot.success_rules import SUCCESS_FROM_OBS
 
 #: Builtin types a data pickle may rebuild; no functions, no `eval`, no `getattr`.
 SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes"})
@@ -38,15 +38,6 @@ _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name, value in (("_reconstruct", np._core.multiarray._reconstruct), ("scalar", np._core.multiarray.scalar))
 } | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-
-
-def _door_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """Door is solved once the hinge angle reaches 1.35 rad (the DAPG/gymnasium-robotics rule)."""
-    return obs[:, spec.obs_names.index("door_hinge_angle")] >= 1.35
-
-
-#: Per task, success as a function of observations: only rules that are documented for the task.
-SUCCESS_FROM_OBS: dict[str, Callable[[np.ndarray, TaskSpec], np.ndarray]] = {"door": _door_success}
 
 
 class DapgImportError(StoreError):
@@ -99,8 +90,8 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
     """
     if spec.name not in SUCCESS_FROM_OBS:
         raise DapgImportError(
-            f"no documented success rule to recompute sparse rewards for task {spec.name!r} "
-            f"(known: {', '.join(sorted(SUCCESS_FROM_OBS))})"
+            f"no success rule to recompute sparse rewards for task {spec.name!r}: DAPG files hold Adroit hand "
+            f"demonstrations and import for {', '.join(sorted(SUCCESS_FROM_OBS))}"
         )
     demos = load_restricted_pickle(path)
     if not isinstance(demos, list) or not demos:

@@ -74,8 +74,8 @@ def test_wrong_files_and_tasks_write_nothing(tmp_path: Path) -> None:
     wrong_size.write_bytes(pickle.dumps([demo]))
     with pytest.raises(SpecMismatch, match=r"episode 0 has observations \(5, 45\).*needs \(T, 39\)"):
         import_dapg(wrong_size, "door", tmp_path / "door.zarr")
-    with pytest.raises(DapgImportError, match="no documented success rule .* 'pen'"):
-        import_dapg(wrong_size, "pen", tmp_path / "pen.zarr")
+    with pytest.raises(DapgImportError, match="no success rule .* 'push'"):
+        import_dapg(wrong_size, "push", tmp_path / "push.zarr")
     not_a_list = tmp_path / "dict.pickle"
     not_a_list.write_bytes(pickle.dumps({"observations": 1}))
     with pytest.raises(DapgImportError, match="non-empty list of episode dicts"):
@@ -84,4 +84,4 @@ def test_wrong_files_and_tasks_write_nothing(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a pickle at all")
     with pytest.raises(DapgImportError, match="not a readable pickle"):
         import_dapg(garbage, "door", tmp_path / "door.zarr")
-    assert not (tmp_path / "door.zarr").exists() and not (tmp_path / "pen.zarr").exists()
+    assert not (tmp_path / "door.zarr").exists() and not (tmp_path / "push.zarr").exists()
