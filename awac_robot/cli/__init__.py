@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from awac_robot import __version__
-from awac_robot.cli import collect, demo, demos, deploy, tasks, train
+from awac_robot.cli import collect, demo, demos, deploy, import_policy, tasks, train
 from awac_robot.cli.errors import UserError
 
-COMMAND_MODULES = (tasks, collect, demos, demo, train, deploy)
+COMMAND_MODULES = (tasks, collect, demos, import_policy, demo, train, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:
