@@ -32,7 +32,7 @@ def make_scripted(task: str) -> Demonstrator:
     name = get_task(task).name
     if name not in _EXPERTS:
         raise TaskError(
-            f"task '{name}' has no scripted demonstrator; scripted tasks are {', '.join(scripted_tasks())} "
-            "(use --demonstrator policy:PATH.onnx, or keyboard for a tabletop task)"
+            f"task '{name}' has no scripted demonstrator (scripted: {', '.join(scripted_tasks())}); "
+            "'awac-robot tasks' shows the commands that collect demonstrations for every task"
         )
     return _EXPERTS[name]()
