@@ -17,7 +17,8 @@ def test_solves_seeded_episodes(task: str) -> None:
     env = make_env(task)
     demo = make_scripted(task)
     results = [run_episode(env, demo, seed) for seed in range(3)]
-    assert all(r.length == env.config.episode_steps for r in results)
+    # full length, or ended early because the task terminated (the kitchen, once every subtask is done)
+    assert all(r.length == env.config.episode_steps or r.terminated[-1] for r in results)
     assert all(r.success[-1] for r in results), [r.seed for r in results if not r.success[-1]]
 
 
@@ -38,9 +39,9 @@ def test_actions_are_finite_in_bounds_and_shaped_even_under_noise(task: str) -> 
         obs, *_ = env.step(noisy)
 
 
-@pytest.mark.parametrize("task", ["reach", "push", "pick_place"])
+@pytest.mark.parametrize("task", ["reach", "push", "pick_place", "kitchen"])
 def test_closed_loop_recovers_from_moderate_noise(task: str) -> None:
-    """Noise 0.1 barely dents the tabletop experts: they re-plan from each observation."""
+    """Noise 0.1 barely dents the tabletop and kitchen experts: they re-plan from each observation."""
     env = make_env(task)
     demo = make_scripted(task)
     results = [run_episode(env, demo, seed, noise=0.1) for seed in range(4)]
