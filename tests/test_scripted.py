@@ -79,3 +79,29 @@ def test_fifty_episode_success_rate(task: str) -> None:
     final = np.mean([r.success[-1] for r in results])
     any_step = np.mean([r.solved for r in results])
     assert final >= 0.9 and any_step >= 0.9, (final, any_step)
+
+
+def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alone() -> None:
+    """The slide expert plans on a scratch copy: the real state is untouched, and the real puck lands as rehearsed."""
+    env = make_env("slide")
+    expert = make_scripted("slide")
+    obs, _ = env.reset(seed=4)
+    expert.reset(env, obs)
+    sim = env.unwrapped
+    for _ in range(env.config.episode_steps):
+        state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.mocap_pos.copy())
+        action = expert.act(obs)
+        if expert._strike:  # this step planned a strike (rehearsing it many times) and returned its first action
+            break
+        obs, *_ = env.step(action)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(state, (sim.data.qpos, sim.data.qvel, sim.data.mocap_pos), strict=True)
+    )
+    strike = [action, *expert._strike]
+    predicted = expert._rehearsal.landing(strike)
+    puck = env.config.obs_names.index("object_pos_x")
+    start = obs[puck : puck + 2].copy()
+    for step in strike + [strike[-1]] * 30:  # play the strike, then hold still while the puck glides
+        obs, *_ = env.step(step)
+    assert np.linalg.norm(obs[puck : puck + 2] - start) > 0.2, "the strike sent the puck sliding"
+    assert np.abs(obs[puck : puck + 2] - predicted).max() < 2e-3

@@ -13,6 +13,7 @@ from awac_robot.demonstrators import Demonstrator
 from awac_robot.demonstrators.scripted_adroit import DoorExpert, RelocateExpert
 from awac_robot.demonstrators.scripted_fetch import PickPlaceExpert, PushExpert, ReachExpert
 from awac_robot.demonstrators.scripted_kitchen import KitchenExpert
+from awac_robot.demonstrators.scripted_slide import SlideExpert
 from awac_robot.envs import TaskError, get_task
 
 _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
@@ -21,6 +22,7 @@ _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
     "push": PushExpert,
     "pick_place": PickPlaceExpert,
     "reach": ReachExpert,
+    "slide": SlideExpert,
     "kitchen": KitchenExpert,
 }
 
