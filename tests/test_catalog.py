@@ -65,6 +65,12 @@ def test_hinted_commands_fill_a_store_for_every_task(task: str, tmp_path: Path) 
     assert store.num_episodes == 2 and store.episode_meta()["success"].any()
 
 
+def test_every_task_has_a_way_to_successful_demonstrations() -> None:
+    for task in task_names():
+        demos = task_demonstrators(task)
+        assert demos.scripted or demos.published is not None, f"{task} has no scripted or published expert"
+
+
 def test_hints_follow_the_table() -> None:
     store = Path("demos/pen.zarr")
     pen = collect_hint("pen", store)

@@ -31,9 +31,11 @@ class PublishedExpert:
         return Path("policies") / f"{task}-{self.format}.onnx"
 
 
-#: experts of other projects that import as ONNX demonstrators (the DAPG Adroit experts)
+#: experts of other projects that import as ONNX demonstrators: the DAPG Adroit experts (door and pen
+#: are the ones measured here; the hammer expert has the same format, its weights were not at hand)
 PUBLISHED_EXPERTS: dict[str, PublishedExpert] = {
     "door": PublishedExpert("dapg", "door_expert.npz"),
+    "hammer": PublishedExpert("dapg", "hammer_expert.npz"),
     "pen": PublishedExpert("dapg", "pen_expert.npz"),
 }
 
