@@ -24,7 +24,7 @@ from awac_robot.control import safety
 from awac_robot.control.limits import default_config, default_limits
 from awac_robot.control.runlog import load_log
 from awac_robot.control.shm import Slot
-from awac_robot.control.supervisor import Supervisor
+from awac_robot.control.supervisor import CONTROLLER_LOG, Supervisor
 from awac_robot.envs import get_spec
 from awac_robot.export import ActorToExport, export_actor, rollout_observations
 
@@ -37,10 +37,10 @@ def deploy(tmp_path: Path, task: str, policy_module, duration: float, on_tick=No
     spec = get_spec(task)
     policy = write_policy(policy_module, spec, tmp_path / f"{task}.onnx")
     config = replace(default_config(spec), **config_changes)
-    log = tmp_path / "run.npz"
-    supervisor = Supervisor(policy, config, duration, log, seed=1, out=sys.stderr)
+    run_dir = tmp_path / "run"
+    supervisor = Supervisor(policy, config, duration, run_dir, seed=1, out=sys.stderr)
     result = supervisor.run(on_tick)
-    columns, meta = load_log(log)
+    columns, meta = load_log(run_dir / CONTROLLER_LOG)
     return columns, meta, result, safety.compile_limits(config.limits, config.period)
 
 
@@ -135,7 +135,7 @@ def _dead(pid: int) -> bool:
 def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> None:
     spec = get_spec("door")
     policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
-    log = tmp_path / "killed.npz"
+    log = tmp_path / "killed"
     command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", "30"]
     supervisor = subprocess.Popen(
         [*command, "--log", str(log)], stdout=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
@@ -154,7 +154,7 @@ def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> No
     while not all(_dead(pid) for pid in pids) and time.monotonic() - killed < 10:
         time.sleep(0.02)
     assert all(_dead(pid) for pid in pids)
-    columns, meta = load_log(log)  # the controller held and wrote its log on the way out
+    columns, meta = load_log(log / CONTROLLER_LOG)  # the controller held and closed its log on the way out
     assert columns["mode"][-1] == 2 and columns["events"][-1] & safety.ESTOP and meta["exit"] == "signal"
     assert np.all(columns["mode"][:-1] == 1)
 
@@ -200,12 +200,12 @@ def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsy
     actor = ActorToExport(DapgDoorExpert(weights).eval(), spec, "dapg-expert", 0)
     policy = tmp_path / "policies" / "door.onnx"
     export_actor(actor, policy, rollout_observations(actor, 1000), "rollouts")
-    log = tmp_path / "door.npz"
+    log = tmp_path / "door-run"
     argv = ["deploy", "--policy", str(policy), "--limits", str(ROOT / "deploy" / "door.yaml"), "--duration", "2.3"]
     assert main([*argv, "--log", str(log), "--json"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n") :])  # the JSON summary follows the status lines
     assert summary["robot"]["episodes"] >= 1 and summary["robot"]["successes"] == summary["robot"]["episodes"]
     assert summary["safe_stop"] is None and summary["steps"] >= 200
-    columns, _ = load_log(log)
+    columns, _ = load_log(log / CONTROLLER_LOG)
     assert np.all(columns["mode"][:-1] == 1) and columns["obs"][:, 28].max() >= 1.35  # door hinge opened

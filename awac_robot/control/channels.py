@@ -2,10 +2,12 @@
 
 One writer per slot:
     obs         robot -> controller   the latest observation, its timestamp, the command the robot applies
-    command     controller -> robot   the latest command and whether it is a hold
+    command     controller -> robot   the latest command, its sequence number, whether it is a hold, the
+                                      observation it answers (the robot's watchdog judges freshness by these)
     controller  controller -> super.  heartbeat, step count, misses, event counts, latency histogram
-    robot       robot -> supervisor   heartbeat, simulator steps, episodes, successes, overruns
-    supervisor  supervisor -> both    e-stop (controller holds), stop (controller holds and exits), stop robot
+    robot       robot -> supervisor   heartbeat, simulator steps, episodes, successes, overruns, why it holds
+    supervisor  supervisor -> both    e-stop (controller holds), stop (controller holds and exits), stop robot,
+                                      hold robot (the robot holds, latched, whatever the controller sends)
 
 Timestamps are `time.perf_counter()` seconds (CLOCK_MONOTONIC on Linux), one clock for every process.
 """
@@ -53,7 +55,7 @@ def obs_layout(spec: TaskSpec) -> Layout:
 
 
 def command_layout(spec: TaskSpec) -> Layout:
-    return Layout((("stamp", 1), ("mode", 1), ("obs_version", 1), ("command", spec.act_dim)))
+    return Layout((("stamp", 1), ("seq", 1), ("mode", 1), ("obs_version", 1), ("command", spec.act_dim)))
 
 
 CONTROLLER_LAYOUT = Layout(
@@ -67,8 +69,10 @@ CONTROLLER_LAYOUT = Layout(
         ("latency_hist", HIST_BINS),
     )
 )
-ROBOT_LAYOUT = Layout((("stamp", 1), ("sim_steps", 1), ("episodes", 1), ("successes", 1), ("overruns", 1)))
-SUPERVISOR_LAYOUT = Layout((("estop", 1), ("stop", 1), ("stop_robot", 1)))
+ROBOT_LAYOUT = Layout(
+    (("stamp", 1), ("sim_steps", 1), ("episodes", 1), ("successes", 1), ("overruns", 1), ("held_by", 1))
+)
+SUPERVISOR_LAYOUT = Layout((("estop", 1), ("stop", 1), ("stop_robot", 1), ("hold_robot", 1)))
 
 
 @dataclass
