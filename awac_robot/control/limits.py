@@ -226,7 +226,8 @@ def with_overrides(config: DeployConfig, spec: TaskSpec, **changes: Any) -> Depl
 
 
 def _shown(value: object) -> str:
-    return f"{value!r} (a string: write numbers without quotes, e.g. 1.0e-3)" if isinstance(value, str) else repr(value)
+    hint = " (a string: YAML reads 1e-3 as text, write 1.0e-3)"
+    return f"{value!r}{hint}" if isinstance(value, str) else repr(value)
 
 
 def _number(value: object, where: str, field: str) -> float:
