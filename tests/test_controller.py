@@ -24,7 +24,7 @@ from awac_robot.control import safety
 from awac_robot.control.limits import default_config, default_limits
 from awac_robot.control.runlog import load_log
 from awac_robot.control.shm import Slot
-from awac_robot.control.supervisor import CONTROLLER_LOG, Supervisor
+from awac_robot.control.supervisor import CONTROLLER_LOG, SUPERVISOR_LOG, Supervisor
 from awac_robot.envs import get_spec
 from awac_robot.export import ActorToExport, export_actor, rollout_observations
 
@@ -209,3 +209,37 @@ def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsy
     assert summary["safe_stop"] is None and summary["steps"] >= 200
     columns, _ = load_log(log / CONTROLLER_LOG)
     assert np.all(columns["mode"][:-1] == 1) and columns["obs"][:, 28].max() >= 1.35  # door hinge opened
+
+
+def test_a_deploy_whose_robot_died_fails_and_says_so(tmp_path: Path) -> None:
+    spec = get_spec("door")
+    policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", "20"]
+    deploy = subprocess.Popen(
+        [*command, "--log", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert deploy.stdout is not None
+    for line in deploy.stdout:
+        if line.startswith("deploy: robot pid"):
+            os.kill(int(line.split()[3]), signal.SIGKILL)
+            break
+    out, err = deploy.communicate(timeout=60)
+    assert deploy.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("awac-robot deploy: FAILED: robot process exited with code -9")
+    assert "controller:" in out  # the summary of what the controller logged is still printed
+    assert "FAILED: robot process exited with code -9" in (run_dir / SUPERVISOR_LOG).read_text()
+    columns, meta = load_log(run_dir / CONTROLLER_LOG)
+    assert columns["mode"][-1] == 2 and meta["exit"] == "signal"  # held, then stopped by the supervisor
+
+
+def test_an_unwritable_or_used_log_folder_is_refused_before_starting(tmp_path: Path, capsys) -> None:
+    spec = get_spec("door")
+    policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    for log, says in ((not_a_folder / "run", "cannot write the run log folder"), (tmp_path, "already holds a run")):
+        assert main(["deploy", "--policy", str(policy), "--duration", "1", "--log", str(log)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "--log" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.onnx", "file"]
