@@ -281,13 +281,10 @@ def _seed(episode_metadata: dict) -> int | None:
     return seed if 0 <= seed <= MAX_STORE_SEED else None
 
 
-def _source(episode_metadata: dict, ours: bool) -> str:
-    """An episode exported from a store keeps its source; anything else is 'imported:minari'."""
-    source = str(episode_metadata.get(SOURCE_ATTR, SOURCE)) if ours else SOURCE
-    try:
-        check_source(source)
-    except StoreError:
-        return SOURCE
+def _source(episode_metadata: dict) -> str:
+    """An episode exported from a store keeps its source (checked like any other); the rest are 'imported:minari'."""
+    source = str(episode_metadata.get(SOURCE_ATTR, SOURCE))
+    check_source(source)
     return source
 
 
@@ -296,7 +293,6 @@ def convert_episodes(
 ) -> tuple[list[Episode], MinariImportSummary]:
     """Every episode of `dataset` as the task's Episode (read into memory), with what the conversion did."""
     summary = MinariImportSummary(dataset_id=dataset.id, env_id=env_id)
-    ours = env_id == gym_id(config.name)
     episode_metadata = list(dataset.storage.get_episode_metadata(dataset.episode_indices))
     episodes = []
     for data, meta in zip(dataset.iterate_episodes(), episode_metadata, strict=True):
@@ -320,10 +316,11 @@ def convert_episodes(
         end, terminated_here = _task_end(success, config)
         terminated = np.asarray(data.terminations, dtype=bool)[:end].copy()
         truncated = np.asarray(data.truncations, dtype=bool)[:end].copy()
-        if end < steps:
-            summary.cut_episodes += 1
-            terminated[-1] = terminated_here
-            truncated[-1] = end == config.episode_steps
+        if end < steps or terminated_here:  # the flags our env returns on that step
+            ended = (terminated_here, end == config.episode_steps)
+            changed = end < steps or (terminated[-1], truncated[-1]) != ended
+            summary.cut_episodes += changed
+            terminated[-1], truncated[-1] = ended
         success = success[:end]
         reward = np.where(success, 0.0, -1.0) if reward_mode == "sparse" else np.asarray(data.rewards)[:end]
         seed = _seed(meta)
@@ -336,7 +333,7 @@ def convert_episodes(
                 terminated=terminated,
                 truncated=truncated,
                 success=success,
-                source=_source(meta, ours),
+                source=_source(meta),
                 seed=UNKNOWN_SEED if seed is None else seed,
             )
         )
@@ -370,8 +367,11 @@ def import_minari(
     try:
         episodes, summary = convert_episodes(opened, config, reward_mode, env_id)
         where = f"store {store_path} (task {spec.name!r})"
-        for episode in episodes:
-            DemoStore.check_episode(episode, spec, reward_mode, where)
+        for index, episode in zip(opened.episode_indices, episodes, strict=True):
+            try:
+                DemoStore.check_episode(episode, spec, reward_mode, where)
+            except StoreError as exc:
+                raise MinariError(f"Minari dataset {opened.id} episode {index}: {exc}") from None
         if store is None:
             store = DemoStore.create(store_path, spec, reward_mode)
         for episode in episodes:
@@ -415,10 +415,15 @@ def export_minari(store_path: str | Path, out_dir: str | Path, dataset_id: str |
     loader has opened it, so a failed or killed export leaves no dataset at the target.
     """
     minari = _minari()
+    with DemoStore.open(store_path) as store:
+        return _export(minari, store, Path(out_dir), dataset_id)
+
+
+def _export(minari: ModuleType, store: DemoStore, out_dir: Path, dataset_id: str | None) -> MinariExportSummary:
     from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
 
-    store = DemoStore.open(store_path)
+    store_path = store.path
     task = store.spec.name
     config = get_task(task)
     config.spec.check_matches(store.spec, f"store {store_path}")

@@ -352,10 +352,10 @@ def test_a_bad_episode_anywhere_leaves_the_store_as_it_was(datasets_root: Path, 
             )
         )
     minari.create_dataset_from_buffers("test/push/nan-v0", buffers, env=gym_env_spec("push"), algorithm_name="copy")
-    with pytest.raises(StoreError, match="obs contains NaN"):
+    with pytest.raises(StoreError, match="episode 3: episode obs contains NaN"):
         import_minari("test/push/nan-v0", "push", existing)
     assert_same_episodes(stored_episodes(existing), before)
-    with pytest.raises(StoreError, match="obs contains NaN"):
+    with pytest.raises(StoreError, match="episode 3: episode obs contains NaN"):
         import_minari("test/push/nan-v0", "push", tmp_path / "new.zarr")
     assert not (tmp_path / "new.zarr").exists()
 
