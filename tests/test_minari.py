@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import gymnasium_robotics
 import minari
 import numpy as np
 import pytest
@@ -16,13 +18,15 @@ import pytest
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.demonstrators.scripted import make_scripted
-from awac_robot.envs import get_task, gym_env_spec, gym_id, make_env
+from awac_robot.envs import TaskEnv, get_task, gym_env_spec, gym_id, make_env
 from awac_robot.importers import FETCH_GOAL_DISTANCE, KITCHEN_DONE_DISTANCE, KITCHEN_GOAL_SIZES
 from awac_robot.minari_io import D4RL_TASKS, import_minari
+from awac_robot.rollout import rollout
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+gym.register_envs(gymnasium_robotics)  # the raw simulator ids, recorded as D4RL's datasets were
 
 Policy = Callable[[gym.Env, np.ndarray, int], Callable[[np.ndarray], np.ndarray]]
 #: The four subtasks of D4RL/kitchen/complete-v2 and how its env was made (its metadata.json).
@@ -188,31 +192,34 @@ def _kitchen_policy(teleport_at: int | None) -> Policy:
                 data.qpos[goals["kettle"]] = [-0.23, 0.75, 1.62, 0.99, 0.0, 0.0, -0.06]
                 data.qvel[22:] = 0.0
             step[0] += 1
-            return 0.1 * rng.uniform(-1.0, 1.0, 9)
+            return (0.1 * rng.uniform(-1.0, 1.0, 9)).astype(np.float32)  # what our env executes, exactly
 
         return act
 
     return start
 
 
-def replay(task: str, seed: int, policy: Policy, steps: int) -> Episode:
+@dataclass
+class PolicyActor:
+    """A test policy as the rollout's actor, for replaying a recording in our own env."""
+
+    policy: Policy
+    seed: int
+
+    def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
+        self._act = self.policy(env, obs, self.seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self._act(obs)
+
+
+def replay(task: str, seed: int, policy: Policy) -> Episode:
     """The episode our own task env produces for the same seed and actions, up to where it ends."""
-    env = make_env(task)
-    obs, _ = env.reset(seed=seed)
-    act = policy(env, obs, seed)
-    observations, terminated, truncated, success = [obs], [], [], []
-    for _ in range(steps):
-        obs, _, term, trunc, info = env.step(act(obs))
-        observations.append(obs), terminated.append(term), truncated.append(trunc), success.append(info["success"])
-        if term or trunc:
-            break
-    rewards = np.where(success, 0.0, -1.0)
-    return Episode(np.array(observations), np.zeros((len(success), env.config.act_dim)), rewards, terminated,
-                   truncated, success, "scripted", seed)  # fmt: skip
+    return rollout(make_env(task), PolicyActor(policy, seed), seed)
 
 
 def assert_same_steps(got: Episode, expected: Episode) -> None:
-    for name in ("obs", "reward", "terminated", "truncated", "success"):
+    for name in ("obs", "action", "reward", "terminated", "truncated", "success"):
         assert np.array_equal(getattr(got, name), getattr(expected, name)), name
 
 
@@ -225,7 +232,7 @@ def test_d4rl_kitchen_layout_maps_onto_the_kitchen_task(datasets_root: Path, tmp
     assert summary.cut_episodes == 1 and summary.successes == 1
     (episode,) = stored_episodes(tmp_path / "kitchen.zarr")
     assert episode.length < 30 and episode.terminated[-1] and episode.success.sum() == 1
-    assert_same_steps(episode, replay("kitchen", 0, policy, 30))
+    assert_same_steps(episode, replay("kitchen", 0, policy))
 
 
 def test_episodes_longer_than_the_task_are_cut_at_its_time_limit(datasets_root: Path, tmp_path: Path) -> None:
@@ -234,7 +241,7 @@ def test_episodes_longer_than_the_task_are_cut_at_its_time_limit(datasets_root: 
     (episode,) = stored_episodes(tmp_path / "door.zarr")
     assert summary.cut_episodes == 1 and episode.length == get_task("door").episode_steps == 200
     assert episode.truncated[-1] and not episode.terminated.any()
-    assert_same_steps(episode, replay("door", 4, random_actions(), 230))
+    assert_same_steps(episode, replay("door", 4, random_actions()))
 
 
 #: The env each D4RL dataset was recorded in, as its Minari documentation page names it.
