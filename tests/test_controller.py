@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,14 +133,17 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> None:
+def start_door_deploy(tmp_path: Path, log: Path, duration: float, **popen: Any) -> subprocess.Popen[str]:
+    """`awac-robot deploy` of a small door policy as its own process, its stdout piped."""
     spec = get_spec("door")
     policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
+    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", str(duration)]
+    return subprocess.Popen([*command, "--log", str(log)], stdout=subprocess.PIPE, text=True, cwd=tmp_path, **popen)
+
+
+def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> None:
     log = tmp_path / "killed"
-    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", "30"]
-    supervisor = subprocess.Popen(
-        [*command, "--log", str(log)], stdout=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
-    )
+    supervisor = start_door_deploy(tmp_path, log, 30, start_new_session=True)
     pids: list[int] = []
     for line in supervisor.stdout:
         if line.startswith("deploy: robot pid"):
@@ -212,13 +216,8 @@ def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsy
 
 
 def test_a_deploy_whose_robot_died_fails_and_says_so(tmp_path: Path) -> None:
-    spec = get_spec("door")
-    policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", "20"]
-    deploy = subprocess.Popen(
-        [*command, "--log", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
-    )
+    deploy = start_door_deploy(tmp_path, run_dir, 20, stderr=subprocess.PIPE)
     assert deploy.stdout is not None
     for line in deploy.stdout:
         if line.startswith("deploy: robot pid"):
