@@ -22,6 +22,7 @@ from onnx_helpers import REFERENCE, AdversarialPolicy, DapgDoorExpert, small_act
 
 from awac_robot.cli import main
 from awac_robot.control import safety
+from awac_robot.control.channels import CONTROLLER_LAYOUT, read_fields
 from awac_robot.control.limits import default_config, default_limits
 from awac_robot.control.runlog import load_log
 from awac_robot.control.shm import Slot
@@ -242,3 +243,18 @@ def test_an_unwritable_or_used_log_folder_is_refused_before_starting(tmp_path: P
         err = capsys.readouterr().err.strip()
         assert says in err and "--log" in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.onnx", "file"]
+
+
+def test_a_slot_left_mid_write_reads_as_never_written() -> None:
+    """A writer stopped (SIGSTOP) or killed inside Slot.write leaves its sequence number odd for good:
+    the supervisor must not wait on it forever, and must see its heartbeat as lost."""
+    slot = Slot.create(CONTROLLER_LAYOUT.size)
+    try:
+        values = np.full(CONTROLLER_LAYOUT.size, 7.0)
+        slot.write(values)
+        assert read_fields(slot, CONTROLLER_LAYOUT)["stamp"][0] == 7.0
+        slot._seq[0] = slot._seq[0] + 1  # the first half of a write, and then nothing
+        fields = read_fields(slot, CONTROLLER_LAYOUT)
+        assert fields["stamp"][0] == 0.0 and fields["state"][0] == 0.0
+    finally:
+        slot.close()

@@ -111,9 +111,14 @@ class Channels:
             getattr(self, key).close()
 
 
-def read_fields(slot: Slot, layout: Layout) -> dict[str, np.ndarray]:
-    """One consistent read of a slot, split into its named fields (for the supervisor, not the hot loop)."""
-    values = np.empty(layout.size)
-    while slot.read(values) < 0:
+def read_fields(slot: Slot, layout: Layout, patience: float = 0.05) -> dict[str, np.ndarray]:
+    """One consistent read of a slot, split into its named fields (for the supervisor, not the hot loop).
+
+    A writer stopped or killed in the middle of a write leaves the slot unreadable for good; after
+    `patience` seconds this returns zeros, as if never written, so its heartbeat (stamp 0) reads as lost.
+    """
+    values = np.zeros(layout.size)
+    deadline = time.monotonic() + patience
+    while slot.read(values) < 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     return {name: values[layout[name]] for name, _ in layout.fields}
