@@ -145,8 +145,12 @@ def test_robot_keeps_the_gripper_in_the_workspace_against_any_controller(tmp_pat
 class ConstantPolicy(torch.nn.Module):
     """Always [0, 0.5, 0, 0]: push the gripper along +y, into the workspace face and beyond if allowed."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("action", torch.tensor([0.0, 0.5, 0.0, 0.0]))
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(obs[:, :4]) + torch.tensor([0.0, 0.5, 0.0, 0.0])
+        return torch.zeros_like(obs[:, :4]) + self.action
 
 
 SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
