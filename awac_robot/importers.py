@@ -29,7 +29,7 @@ import numpy as np
 from awac_robot.envs import get_spec
 from awac_robot.spec import SpecMismatch, TaskSpec
 from awac_robot.store import DemoStore, Episode, StoreError
-from awac_robot.success_rules import SUCCESS_FROM_OBS
+from awac_robot.success_rules import ADROIT_TASKS, SUCCESS_FROM_OBS
 
 #: Builtin types a data pickle may rebuild; no functions, no `eval`, no `getattr`.
 SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes"})
@@ -90,8 +90,13 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
     """
     if spec.name not in SUCCESS_FROM_OBS:
         raise DapgImportError(
-            f"no success rule to recompute sparse rewards for task {spec.name!r}: DAPG files hold Adroit hand "
-            f"demonstrations and import for {', '.join(sorted(SUCCESS_FROM_OBS))}"
+            f"task {spec.name!r} has no success rule that can be recomputed from its observations alone, so "
+            "imported demonstrations could not be given sparse rewards; "
+            f"rules exist for {', '.join(sorted(SUCCESS_FROM_OBS))}"
+        )
+    if spec.name not in ADROIT_TASKS:
+        raise DapgImportError(
+            f"DAPG files hold Adroit hand demonstrations ({', '.join(ADROIT_TASKS)}); task {spec.name!r} is not one"
         )
     demos = load_restricted_pickle(path)
     if not isinstance(demos, list) or not demos:

@@ -1,12 +1,13 @@
-"""Each Adroit task's success rule, recomputed from recorded observations alone.
+"""Each task's success rule, recomputed from recorded observations alone.
 
-Imported demonstrations (DAPG pickles) carry dense rewards from an older simulator, so the
-store's sparse reward is recomputed from the observations with the rule the simulator
-itself applies (gymnasium-robotics 1.4.2, `AdroitHand*-v1.step`). Each rule here reads only
-entries of the flat observation, at the offsets that env's `_get_obs` lays them out in;
-`tests/test_success_rules.py` checks every rule against the env's own `info["success"]`
-on real rollouts. A task whose rule cannot be recomputed from its observation has no entry,
-and importing data for it is refused rather than guessed.
+Imported demonstrations (DAPG pickles, Minari datasets without success infos) carry rewards
+from another simulator or none, so the store's sparse reward is recomputed from the
+observations with the rule the simulator itself applies (gymnasium-robotics 1.4.2:
+`AdroitHand*-v1.step`, `FetchEnv._is_success`, FrankaKitchen-v1's subtask check). Each rule
+reads only entries of the flat observation, at the offsets that env's `_get_obs` lays them
+out in; `tests/test_success_rules.py` checks the Adroit rules against the env's own
+`info["success"]` on real rollouts. A task whose rule cannot be recomputed from its
+observation has no entry, and importing data for it is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from awac_robot.envs import get_task
 from awac_robot.spec import TaskSpec
 
 
@@ -57,10 +59,56 @@ def _hammer(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
     return np.abs(HAMMER_HEAD_OVER_GOAL - obs[:, HAMMER_NAIL_DEPTH]) < 0.01
 
 
-#: task -> success per row of an (N, obs_dim) observation array
+#: FetchEnv's `distance_threshold`, the same for reach, push, pick_place and slide.
+FETCH_GOAL_DISTANCE = 0.05
+#: FrankaKitchen-v1 counts a subtask done while its joints are this close to the goal (`BONUS_THRESH`).
+KITCHEN_DONE_DISTANCE = 0.3
+#: Joint values per kitchen subtask in achieved/desired goals (`OBS_ELEMENT_GOALS` in gymnasium-robotics).
+KITCHEN_GOAL_SIZES = {
+    "bottom burner": 2,
+    "top burner": 2,
+    "light switch": 2,
+    "slide cabinet": 1,
+    "hinge cabinet": 2,
+    "microwave": 1,
+    "kettle": 7,
+}
+
+
+def _fetch_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """A Fetch task is solved while the achieved goal is within 0.05 m of the desired goal (`FetchEnv._is_success`)."""
+    achieved = obs[:, [spec.obs_names.index(f"achieved_goal_{axis}") for axis in "xyz"]]
+    desired = obs[:, [spec.obs_names.index(f"desired_goal_{axis}") for axis in "xyz"]]
+    return np.linalg.norm(achieved - desired, axis=1) < FETCH_GOAL_DISTANCE
+
+
+def _kitchen_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """Solved from the first step at which every subtask has been done at least once (FrankaKitchen-v1's rule).
+
+    The flat kitchen observation ends with the achieved then the desired joint values of the
+    task's subtasks in `goal_order` (awac_robot.envs); `obs` must be one episode's steps in order.
+    """
+    goals = get_task(spec.name).goal_order
+    width = sum(KITCHEN_GOAL_SIZES[goal] for goal in goals)
+    achieved, desired = obs[:, -2 * width : -width], obs[:, -width:]
+    done_ever = np.ones(len(obs), dtype=bool)
+    start = 0
+    for goal in goals:
+        stop = start + KITCHEN_GOAL_SIZES[goal]
+        near = np.linalg.norm(achieved[:, start:stop] - desired[:, start:stop], axis=1) < KITCHEN_DONE_DISTANCE
+        done_ever &= np.logical_or.accumulate(near)
+        start = stop
+    return done_ever
+
+
+#: task -> success per row of an (N, obs_dim) observation array (the kitchen's: one episode's rows, in order)
 SUCCESS_FROM_OBS: dict[str, Callable[[np.ndarray, TaskSpec], np.ndarray]] = {
     "door": _door,
     "pen": _pen,
     "relocate": _relocate,
     "hammer": _hammer,
+    **{task: _fetch_success for task in ("reach", "push", "pick_place", "slide")},
+    "kitchen": _kitchen_success,
 }
+#: the tasks whose demonstrations DAPG files hold: the Adroit hands
+ADROIT_TASKS = ("door", "hammer", "pen", "relocate")
