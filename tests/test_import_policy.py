@@ -106,22 +106,22 @@ def test_broken_weight_files_are_refused_in_one_line(tmp_path: Path, capsys: pyt
     assert set(WEIGHT_KEYS) == set(good)
 
 
-@needs_pen_expert
-def test_dapg_pen_expert_solves_pen_through_collect(tmp_path: Path) -> None:
+def pen_expert_solved(tmp_path: Path, episodes: int) -> list[bool]:
+    """The real DAPG pen expert, imported, run as a demonstrator on seeds 0.. episodes-1."""
     out = tmp_path / "pen-dapg.onnx"
     import_dapg_policy(PEN_EXPERT, "pen", out, verify=1000, eval_episodes=0)
     env = make_env("pen")
     demo = OnnxPolicyDemonstrator(out, get_spec("pen"))
-    episodes = [run_episode(env, demo, seed) for seed in range(3)]
-    assert sum(e.solved for e in episodes) >= 2
+    return [run_episode(env, demo, seed).solved for seed in range(episodes)]
+
+
+@needs_pen_expert
+def test_dapg_pen_expert_solves_pen_through_collect(tmp_path: Path) -> None:
+    assert sum(pen_expert_solved(tmp_path, 3)) >= 2
 
 
 @pytest.mark.slow
 @needs_pen_expert
 def test_dapg_pen_expert_fifty_episode_success_rate(tmp_path: Path) -> None:
-    out = tmp_path / "pen-dapg.onnx"
-    import_dapg_policy(PEN_EXPERT, "pen", out, verify=1000, eval_episodes=0)
-    env = make_env("pen")
-    demo = OnnxPolicyDemonstrator(out, get_spec("pen"))
-    solved = np.mean([run_episode(env, demo, seed).solved for seed in range(50)])
+    solved = np.mean(pen_expert_solved(tmp_path, 50))
     assert solved >= 0.7, solved  # measured 74% (any step) over seeds 0-49
