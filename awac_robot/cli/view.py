@@ -1,0 +1,107 @@
+"""`awac-robot render | replay`: see a task, a stored episode or a deployment (headless: EGL, no display needed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from awac_robot.cli.errors import UserError
+from awac_robot.envs import FRAME_SIZE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="write a picture of a task right after reset",
+        description="Write one frame of TASK after env.reset(seed), rendered offscreen (EGL when there is no display).",
+    )
+    parser.add_argument("--task", required=True, help="task name (see `awac-robot tasks`) or task YAML")
+    parser.add_argument("--out", type=Path, help="picture to write, .png or .jpg (default TASK.png)")
+    parser.add_argument("--seed", type=int, default=0, help="reset seed: the task's random start")
+    parser.add_argument("--size", type=int, default=480, help="frame width and height in pixels")
+    parser.set_defaults(handler=run_render)
+
+    parser = subparsers.add_parser(
+        "replay",
+        help="simulate stored episodes again, check them, and film them",
+        description=(
+            "Re-simulate episodes of a demo store from their stored seed and actions and check that the "
+            "observations match the store (they do, bit for bit, on the pinned simulator). Optionally write "
+            "a video (.mp4 or .gif) of them one after another, or a contact sheet (--grid) of several."
+        ),
+    )
+    parser.add_argument("store", type=Path, help="demo store (.zarr)")
+    parser.add_argument("--episode", type=int, nargs="+", required=True, metavar="N", help="episode index(es)")
+    parser.add_argument("--video", type=Path, help="write the episodes as one video, .mp4 or .gif")
+    parser.add_argument("--grid", type=Path, help="write a contact sheet .png: a row per episode, frames across")
+    parser.add_argument("--columns", type=int, default=6, help="frames per episode on the contact sheet")
+    parser.add_argument("--size", type=int, help=f"frame size in pixels (default {FRAME_SIZE}; sheet 160)")
+    parser.set_defaults(handler=run_replay)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from awac_robot.envs import make_env
+    from awac_robot.video import label, write_image
+
+    _check_size(args.size)
+    env = make_env(args.task, render_mode="rgb_array", size=args.size)
+    try:
+        env.reset(seed=args.seed)
+        frame = label(env.render(), f"{env.config.name} after reset (seed {args.seed})")
+    finally:
+        env.close()
+    out = write_image(args.out or Path(f"{Path(args.task).stem}.png"), frame)
+    print(f"wrote {out} ({frame.shape[1]}x{frame.shape[0]})")
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from awac_robot.replay import ReplayError, replay_episodes
+    from awac_robot.store import StoreError
+    from awac_robot.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_suffix, contact_sheet, write_image, write_video
+
+    if args.video:
+        check_suffix(args.video, VIDEO_SUFFIXES, "video")
+    if args.grid:
+        check_suffix(args.grid, IMAGE_SUFFIXES, "contact sheet")
+    if args.video and args.grid:
+        raise UserError("--video and --grid each film the episodes at their own size: ask for one at a time")
+    if args.columns < 1:
+        raise UserError(f"--columns must be at least 1, got {args.columns}")
+    size = None
+    if args.video or args.grid:
+        size = args.size or (160 if args.grid else FRAME_SIZE)
+        _check_size(size)
+    caption = "episode {index}" if args.grid else "{task} episode {index} (seed {seed})"
+    try:
+        results = replay_episodes(args.store, args.episode, size, caption)
+    except (ReplayError, StoreError) as exc:
+        raise UserError(str(exc)) from None
+    for result in results:
+        stored = result.stored
+        print(
+            f"episode {result.index} ({stored.source}, seed {stored.seed}, {stored.length} steps, "
+            f"{'solved' if stored.solved else 'not solved'}): {result.check.describe()}"
+        )
+    films = [r.film for r in results if r.film is not None]
+    if args.video:
+        frames = [frame for film in films for frame in film.frames]
+        write_video(args.video, frames, films[0].fps)
+        print(f"wrote {args.video} ({len(frames)} frames at {films[0].fps:g} fps, real time)")
+    if args.grid:
+        rows = [[film.frames[i] for i in _spread(len(film.frames), args.columns)] for film in films]
+        sheet = write_image(args.grid, contact_sheet(rows))
+        print(f"wrote {sheet} ({len(rows)} episodes x {args.columns} frames)")
+    return 0 if all(r.check.exact for r in results) else 1
+
+
+def _spread(count: int, wanted: int) -> list[int]:
+    """`wanted` indices spread evenly over `count` frames, first and last included."""
+    return sorted(set(np.linspace(0, count - 1, min(wanted, count)).round().astype(int).tolist()))
+
+
+def _check_size(size: int) -> None:
+    if not 16 <= size <= 2048 or size % 2:
+        raise UserError(f"--size must be an even number of pixels in [16, 2048], got {size}")
