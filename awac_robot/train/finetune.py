@@ -27,7 +27,7 @@ from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
-from awac_robot.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
+from awac_robot.train.checkpoint import best_success, list_checkpoints, read_checkpoint, save_best, save_checkpoint
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
 from awac_robot.train.evaluation import evaluate
 from awac_robot.train.replay import Replay
@@ -132,18 +132,15 @@ class Trainer:
             self.last_checkpoint = Path(state["path"])
             self._next_checkpoint = self.counters.updates + config.checkpoint_interval
             self.log.write({"event": "resume", "updates": self.counters.updates, "env_steps": self.counters.env_steps})
+        self.best_success = best_success(self.run_dir)
         self._stats: list[dict[str, torch.Tensor]] = []
         self._log_clock = (time.perf_counter(), self.counters.updates)
 
     # -- persistence -------------------------------------------------------------------------
 
-    def checkpoint(self) -> Path:
-        if not self.learner.weights_finite():
-            raise TrainingError(
-                f"non-finite weights at update {self.counters.updates}: stopped; "
-                f"last good checkpoint kept at {self.last_checkpoint}"
-            )
-        state = {
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds."""
+        return {
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
             "run_id": self.run_id,
@@ -153,8 +150,15 @@ class Trainer:
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
         }
+
+    def checkpoint(self) -> Path:
+        if not self.learner.weights_finite():
+            raise TrainingError(
+                f"non-finite weights at update {self.counters.updates}: stopped; "
+                f"last good checkpoint kept at {self.last_checkpoint}"
+            )
         self.last_checkpoint = save_checkpoint(
-            self.run_dir, self.counters.updates, state, keep=self.config.keep_checkpoints
+            self.run_dir, self.counters.updates, self.state(), keep=self.config.keep_checkpoints
         )
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         return self.last_checkpoint
@@ -195,6 +199,9 @@ class Trainer:
     def run_eval(self, phase: str, eval_env: Any) -> dict[str, Any]:
         result = evaluate(self.learner.policy, eval_env, self.config.eval_episodes, self.config.seed)
         self.last_eval = {**result, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
+        if self.best_success is None or result["success_rate"] > self.best_success:
+            self.best_success = result["success_rate"]
+            save_best(self.run_dir, self.state())
         self.log.write(
             {
                 "phase": phase,
