@@ -11,6 +11,7 @@ from awac_robot.store import StoreError
 from awac_robot.train.checkpoint import load_actor
 from awac_robot.train.config import ConfigError, TrainConfig, load_config
 from awac_robot.train.finetune import Trainer, TrainingError
+from awac_robot.train.runlog import RunLogError, check_tensorboard
 
 # Flags that override the config file; None means "not given".
 OVERRIDES = ("offline_steps", "online_steps", "seed", "algo")
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--algo", choices=("awac", "bc"), help="bc = behaviour cloning baseline, same networks")
         parser.add_argument("--out", type=Path, help="run folder (default runs/TASK-ALGO-sSEED)")
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no progress bar: one plain line per metrics row instead"
+        )
+        parser.add_argument(
+            "--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard/"
+        )
         parser.set_defaults(handler=run_training, online=online)
 
     parser = subparsers.add_parser(
@@ -76,10 +82,20 @@ def run_training(args: argparse.Namespace) -> int:
             config = None
         else:
             config = resolve_config(args)
+        if args.tensorboard:
+            check_tensorboard()
         out = args.out or Path("runs") / f"{config.task}-{config.algo}-s{config.seed}"
-        trainer = Trainer(out, store, config, resume=args.resume, online=args.online, progress=not args.no_progress)
+        trainer = Trainer(
+            out,
+            store,
+            config,
+            resume=args.resume,
+            online=args.online,
+            progress=not args.no_progress,
+            tensorboard=args.tensorboard,
+        )
         result = trainer.train()
-    except (ConfigError, TrainingError, StoreError) as exc:
+    except (ConfigError, TrainingError, StoreError, RunLogError) as exc:
         raise UserError(str(exc)) from None
     print(
         f"run {out}: {trainer.counters.updates} updates, {trainer.counters.env_steps} online env steps, "

@@ -1,4 +1,7 @@
-"""`awac-robot render | replay`: see a task, a stored episode or a deployment (headless: EGL, no display needed)."""
+"""`awac-robot render | replay | plot`: see a task, a stored episode, a deployment, a training run.
+
+Rendering is headless (EGL when there is no display); plots need no GL at all.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--columns", type=int, default=6, help="frames per episode on the contact sheet")
     parser.add_argument("--size", type=int, help=f"frame size in pixels (default {FRAME_SIZE}; sheet 160)")
     parser.set_defaults(handler=run_replay)
+
+    parser = subparsers.add_parser(
+        "plot",
+        help="draw training runs: success curves, Q, advantage weights, losses, speed",
+        description=(
+            "Draw one figure of one or more run folders: eval success offline (vs updates) and online (vs env "
+            "steps) with 95%% Wilson bands, Q statistics, the advantage weights' effective sample size, losses and "
+            "updates/s. Runs of the same task and algorithm (seeds) are drawn as their mean with the spread."
+        ),
+    )
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders (train/finetune --out)")
+    parser.add_argument("--out", type=Path, default=Path("plot.png"), help="figure to write (.png, .svg or .pdf)")
+    parser.add_argument("--title", help="figure title (default: task, algorithm, runs and seeds)")
+    parser.set_defaults(handler=run_plot)
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -105,3 +122,17 @@ def _spread(count: int, wanted: int) -> list[int]:
 def _check_size(size: int) -> None:
     if not 16 <= size <= 2048 or size % 2:
         raise UserError(f"--size must be an even number of pixels in [16, 2048], got {size}")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from awac_robot.train.plots import PlotError, Run, draw_runs
+    from awac_robot.video import check_suffix
+
+    check_suffix(args.out, (".png", ".svg", ".pdf"), "figure")
+    try:
+        runs = [Run.load(path) for path in args.runs]
+        out = draw_runs(runs, args.out, args.title)
+    except PlotError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {out} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+    return 0

@@ -23,8 +23,9 @@ from awac_robot.train.build import build_actor
 from awac_robot.train.config import TrainConfig, from_dict
 
 CHECKPOINT_DIR = "checkpoints"
-#: The checkpoint with the highest eval success so far (the earliest of equals), kept apart from
-#: the rotating latest ones: for `evaluate` and `export`, never for resuming.
+#: The policy with the highest eval success so far (the earliest of equals), kept apart from the
+#: rotating checkpoints: it holds what `evaluate` and `export` read (no optimizer, no replay RNG),
+#: so it cannot be resumed from.
 BEST = "best.pt"
 FORMAT = 1
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
@@ -38,7 +39,11 @@ def save_checkpoint(run_dir: Path, updates: int, state: dict[str, Any], keep: in
     return path
 
 
-def save_best(run_dir: Path, state: dict[str, Any]) -> Path:
+def save_best(
+    run_dir: Path, run: dict[str, Any], policy: torch.nn.Module, counters: dict[str, Any], evaluation: dict[str, Any]
+) -> Path:
+    """Write best.pt: `run` (config, spec, run_id) and the evaluated policy's weights with its counters and eval."""
+    state = {**run, "counters": counters, "learner": {"policy": policy.state_dict()}, "eval": evaluation}
     return _save(Path(run_dir) / CHECKPOINT_DIR / BEST, state)
 
 

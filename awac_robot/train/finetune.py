@@ -30,8 +30,9 @@ from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import best_success, list_checkpoints, read_checkpoint, save_best, save_checkpoint
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
 from awac_robot.train.evaluation import evaluate
+from awac_robot.train.plots import draw_curve
 from awac_robot.train.replay import Replay
-from awac_robot.train.runlog import RunLog
+from awac_robot.train.runlog import RunLog, format_row
 
 EPISODE_SEED_STRIDE = 100_000
 
@@ -82,6 +83,7 @@ class Trainer:
         resume: bool,
         online: bool,
         progress: bool = True,
+        tensorboard: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.online = online
@@ -117,7 +119,7 @@ class Trainer:
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.run_dir)
+        self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
             self.run_id = f"{self.run_dir.name}-{uuid.uuid4().hex[:8]}"
             self.last_eval: dict[str, Any] = {}
@@ -138,9 +140,13 @@ class Trainer:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds."""
-        return {
+    def checkpoint(self) -> Path:
+        if not self.learner.weights_finite():
+            raise TrainingError(
+                f"non-finite weights at update {self.counters.updates}: stopped; "
+                f"last good checkpoint kept at {self.last_checkpoint}"
+            )
+        state = {
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
             "run_id": self.run_id,
@@ -150,15 +156,8 @@ class Trainer:
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
         }
-
-    def checkpoint(self) -> Path:
-        if not self.learner.weights_finite():
-            raise TrainingError(
-                f"non-finite weights at update {self.counters.updates}: stopped; "
-                f"last good checkpoint kept at {self.last_checkpoint}"
-            )
         self.last_checkpoint = save_checkpoint(
-            self.run_dir, self.counters.updates, self.state(), keep=self.config.keep_checkpoints
+            self.run_dir, self.counters.updates, state, keep=self.config.keep_checkpoints
         )
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         return self.last_checkpoint
@@ -192,17 +191,24 @@ class Trainer:
         if self._stats:
             for key in self._stats[0]:
                 row[key] = float(torch.stack([s[key] for s in self._stats]).mean())
-        self.log.write(row)
+        self.record(row)
         self._stats.clear()
         self._log_clock = (time.perf_counter(), self.counters.updates)
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Log a metrics row; without a progress bar, also print it as one plain line."""
+        self.log.write(row)
+        if not self.progress:
+            print(format_row(row), flush=True)
 
     def run_eval(self, phase: str, eval_env: Any) -> dict[str, Any]:
         result = evaluate(self.learner.policy, eval_env, self.config.eval_episodes, self.config.seed)
         self.last_eval = {**result, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
         if self.best_success is None or result["success_rate"] > self.best_success:
             self.best_success = result["success_rate"]
-            save_best(self.run_dir, self.state())
-        self.log.write(
+            best = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "run_id": self.run_id}
+            save_best(self.run_dir, best, self.learner.policy, asdict(self.counters), self.last_eval)
+        self.record(
             {
                 "phase": phase,
                 "updates": self.counters.updates,
@@ -213,7 +219,7 @@ class Trainer:
                 "time": time.time(),
             }
         )
-        self.log.draw_curve(self.config.offline_steps)
+        draw_curve(self.run_dir)
         return self.last_eval
 
     @torch.no_grad()
@@ -236,6 +242,7 @@ class Trainer:
             self.checkpoint()
         finally:
             self.store.close()
+            self.log.close()
         return self.last_eval
 
     def offline_phase(self, eval_env: Any) -> None:
