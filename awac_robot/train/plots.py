@@ -236,6 +236,7 @@ def draw_curve(run_dir: Path) -> Path:
 
 def _style_success(ax: Any, title: str, xlabel: str, budget: int) -> None:
     """The x axis spans the phase's whole budget from 0, so a curve shows how far the run has got."""
+    budget = max(budget, 1)  # a phase of 0 steps still gets an axis
     ax.set_xlim(-0.03 * budget, 1.03 * budget)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
