@@ -8,6 +8,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 import yaml
+from test_finetune import TINY as FINETUNE_TINY
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
@@ -16,17 +17,7 @@ from awac_robot.train.evaluation import eval_seed, wilson_interval
 from awac_robot.train.runlog import RunLog
 from awac_robot.video import BAR
 
-TINY = {
-    "actor_hidden": [32, 32],
-    "critic_hidden": [32, 32],
-    "batch_size": 32,
-    "threads": 1,
-    "eval_episodes": 4,
-    "offline_eval_interval": 100,
-    "log_interval": 50,
-    "checkpoint_interval": 100,
-    "seed": 3,
-}
+TINY = {**FINETUNE_TINY, "eval_episodes": 4, "seed": 3}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import pytest
 import yaml
 from tensorboardX.proto.event_pb2 import Event
+from test_finetune import TINY as FINETUNE_TINY
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
@@ -18,17 +19,7 @@ from awac_robot.train.evaluation import wilson_interval
 from awac_robot.train.plots import Run, success_curve
 from awac_robot.train.runlog import CURVE, TENSORBOARD, RunLog
 
-TINY = {
-    "actor_hidden": [32, 32],
-    "critic_hidden": [32, 32],
-    "batch_size": 32,
-    "threads": 1,
-    "eval_episodes": 2,
-    "eval_interval": 25,
-    "offline_eval_interval": 25,
-    "log_interval": 25,
-    "checkpoint_interval": 100,
-}
+TINY = {**FINETUNE_TINY, "eval_episodes": 2, "eval_interval": 25, "offline_eval_interval": 25, "log_interval": 25}
 SEEDS = (0, 1, 2)
 
 
