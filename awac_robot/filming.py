@@ -7,6 +7,7 @@ plays back in real time (`video.frame_stride`), so a door episode renders 51 fra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,14 @@ class FilmedEpisode:
 
 def filmed_rollout(env: TaskEnv, actor: Actor, seed: int, caption: str, **rollout_kwargs: Any) -> FilmedEpisode:
     """`rollout(env, actor, seed, ...)` while filming; `caption` heads every frame (the step number is added)."""
+    return film_episode(env, lambda: rollout(env, actor, seed, **rollout_kwargs), caption)
+
+
+def film_episode(env: TaskEnv, run: Callable[[], Episode], caption: str) -> FilmedEpisode:
+    """Film whatever one episode `run` steps `env` through (it returns that episode), at the real-time rate."""
     every = frame_stride(env.config.control_period)
     with env.filming(every) as film:
-        episode = rollout(env, actor, seed, **rollout_kwargs)
+        episode = run()
     if film.steps[-1] != episode.length:  # the end of the episode is always shown
         film.frames.append(env.render())
         film.steps.append(episode.length)

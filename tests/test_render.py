@@ -10,14 +10,18 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from onnx_helpers import small_actor, write_policy
 
 from awac_robot import gl
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
+from awac_robot.control.limits import default_config
+from awac_robot.control.runlog import load_log
+from awac_robot.control.supervisor import CONTROLLER_LOG, ROBOT_LOG, Supervisor
 from awac_robot.envs import TaskError, get_spec, make_env
 from awac_robot.filming import filmed_rollout
 from awac_robot.gl import RenderError, probe
-from awac_robot.replay import ReplayError, replay_episodes
+from awac_robot.replay import ReplayError, replay_deployment, replay_episodes
 from awac_robot.rollout import FunctionActor, rollout
 from awac_robot.store import DemoStore, Episode
 from awac_robot.video import BAR, write_video
@@ -195,3 +199,49 @@ def test_a_broken_gl_backend_is_named_with_its_fix(
     with pytest.raises(RenderError, match=r"MUJOCO_GL=glfw cannot render here \(.+\); it needs a display"):
         gl.ensure_backend()
     assert gl._chosen is None
+
+
+@pytest.fixture(scope="module")
+def door_deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One second of a random door policy on the real controller and robot processes, seed 1."""
+    root = tmp_path_factory.mktemp("deploy")
+    spec = get_spec("door")
+    policy = write_policy(small_actor(spec), spec, root / "door.onnx")
+    Supervisor(policy, default_config(spec), 1.0, root / "run", seed=1, out=sys.stderr).run()
+    return root / "run"
+
+
+def test_a_deployment_replays_exactly_from_the_robot_record(door_deployment: Path) -> None:
+    columns, meta = load_log(door_deployment / ROBOT_LOG)
+    assert meta["seed"] == 1 and len(columns["sim_step"]) > 50
+    assert np.abs(columns["applied"] - columns["applied"].astype(np.float32)).max() > 0  # float64 commands
+    replayed = replay_deployment(door_deployment)
+    assert sum(r.steps for r in replayed) == len(columns["sim_step"])
+    assert all(r.check.exact and r.check.max_obs_diff == 0.0 for r in replayed)
+
+
+@needs_gl
+def test_replay_log_writes_the_deployment_video(
+    door_deployment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "deploy.mp4"
+    assert main(["replay", "--log", str(door_deployment), "--video", str(video), "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "matches the robot record exactly" in out
+    steps = load_log(door_deployment / ROBOT_LOG)[0]["sim_step"].size
+    # door is filmed every 4th step (25 fps of 100 Hz) plus the last step of the run
+    expected = len(range(0, steps + 1, 4)) + (1 if steps % 4 else 0)
+    reader = imageio_ffmpeg.read_frames(str(video))
+    assert next(reader)["size"] == (64, 64 + BAR) and len(list(reader)) == expected
+
+
+def test_replay_log_says_when_the_record_does_not_replay(door_deployment: Path, tmp_path: Path) -> None:
+    tampered = tmp_path / "robot.runlog"
+    data = (door_deployment / ROBOT_LOG).read_bytes()
+    assert data.count(b'"seed": 1,') == 1
+    tampered.write_bytes(data.replace(b'"seed": 1,', b'"seed": 2,'))  # another start than the robot had
+    assert main(["replay", "--log", str(tampered)]) == 1
+    with pytest.raises(ReplayError, match="records no seed or no applied commands"):
+        replay_deployment(door_deployment / CONTROLLER_LOG)
+    assert main(["replay", "--log", str(tmp_path / "missing")]) == 2
+    assert main(["replay", str(tmp_path), "--log", str(door_deployment)]) == 2

@@ -28,15 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "replay",
-        help="simulate stored episodes again, check them, and film them",
+        help="simulate stored episodes or a deployment again, check them, and film them",
         description=(
-            "Re-simulate episodes of a demo store from their stored seed and actions and check that the "
-            "observations match the store (they do, bit for bit, on the pinned simulator). Optionally write "
-            "a video (.mp4 or .gif) of them one after another, or a contact sheet (--grid) of several."
+            "Re-simulate episodes of a demo store from their stored seed and actions, or a deployment from the "
+            "robot's record (--log), and check that the observations match the recording (they do, bit for bit, "
+            "on the pinned simulator). Optionally write a video (.mp4 or .gif) of them one after another, or a "
+            "contact sheet (--grid) of several."
         ),
     )
-    parser.add_argument("store", type=Path, help="demo store (.zarr)")
-    parser.add_argument("--episode", type=int, nargs="+", required=True, metavar="N", help="episode index(es)")
+    parser.add_argument("store", type=Path, nargs="?", help="demo store (.zarr)")
+    parser.add_argument("--episode", type=int, nargs="+", metavar="N", help="episode index(es) of the store")
+    parser.add_argument("--log", type=Path, help="instead of a store: a deploy run folder (`deploy --log DIR`)")
     parser.add_argument("--video", type=Path, help="write the episodes as one video, .mp4 or .gif")
     parser.add_argument("--grid", type=Path, help="write a contact sheet .png: a row per episode, frames across")
     parser.add_argument("--columns", type=int, default=6, help="frames per episode on the contact sheet")
@@ -75,10 +77,16 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from awac_robot.replay import ReplayError, replay_episodes
+    from awac_robot.replay import ReplayError, replay_deployment, replay_episodes
     from awac_robot.store import StoreError
     from awac_robot.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_suffix, contact_sheet, write_image, write_video
 
+    if (args.store is None) == (args.log is None):
+        raise UserError("give a demo store with --episode N, or a deploy run folder with --log DIR")
+    if args.store is not None and not args.episode:
+        raise UserError(f"which episodes of {args.store}? pass --episode N [N ...]")
+    if args.log is not None and args.episode:
+        raise UserError("--episode picks episodes of a store; --log replays the whole deployment")
     if args.video:
         check_suffix(args.video, VIDEO_SUFFIXES, "video")
     if args.grid:
@@ -91,18 +99,26 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.video or args.grid:
         size = args.size or (160 if args.grid else FRAME_SIZE)
         _check_size(size)
-    caption = "episode {index}" if args.grid else "{task} episode {index} (seed {seed})"
     try:
-        results = replay_episodes(args.store, args.episode, size, caption)
+        if args.log is not None:
+            deployed = replay_deployment(args.log, size)
+            checks = [(r.check, r.film) for r in deployed]
+            for r in deployed:
+                solved = "solved" if r.replayed.solved else "not solved"
+                print(f"robot episode {r.index} ({r.steps} steps, {solved}): {r.check.describe('the robot record')}")
+        else:
+            caption = "episode {index}" if args.grid else "{task} episode {index} (seed {seed})"
+            results = replay_episodes(args.store, args.episode, size, caption)
+            checks = [(r.check, r.film) for r in results]
+            for result in results:
+                stored = result.stored
+                print(
+                    f"episode {result.index} ({stored.source}, seed {stored.seed}, {stored.length} steps, "
+                    f"{'solved' if stored.solved else 'not solved'}): {result.check.describe()}"
+                )
     except (ReplayError, StoreError) as exc:
         raise UserError(str(exc)) from None
-    for result in results:
-        stored = result.stored
-        print(
-            f"episode {result.index} ({stored.source}, seed {stored.seed}, {stored.length} steps, "
-            f"{'solved' if stored.solved else 'not solved'}): {result.check.describe()}"
-        )
-    films = [r.film for r in results if r.film is not None]
+    films = [film for _, film in checks if film is not None]
     if args.video:
         frames = [frame for film in films for frame in film.frames]
         write_video(args.video, frames, films[0].fps)
@@ -111,7 +127,7 @@ def run_replay(args: argparse.Namespace) -> int:
         rows = [[film.frames[i] for i in _spread(len(film.frames), args.columns)] for film in films]
         sheet = write_image(args.grid, contact_sheet(rows))
         print(f"wrote {sheet} ({len(rows)} episodes x {args.columns} frames)")
-    return 0 if all(r.check.exact for r in results) else 1
+    return 0 if all(check.exact for check, _ in checks) else 1
 
 
 def _spread(count: int, wanted: int) -> list[int]:
