@@ -155,7 +155,7 @@ PANELS = (
     ("q_mean", "Q(s, a) on replay batches (band: batch min..max)", ("q_min", "q_max")),
     ("weight_ess", "advantage-weight effective sample size", None),
     ("log_std", "policy log-std (mean over action dims)", None),
-    ("updates_per_s", "updates / s", None),
+    ("updates_per_s", "updates / s (wall clock between log rows, evaluations included)", None),
 )
 
 
