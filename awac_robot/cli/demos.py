@@ -137,7 +137,8 @@ def info_lines(info: StoreInfo) -> list[str]:
             )
     for entry in info.batches:
         batch = entry.batch
-        seeds = f"{batch.seed_range[0]}-{batch.seed_range[1]}" if batch.seed_range else "-"
+        low, high = batch.seed_range or (None, None)
+        seeds = "-" if low is None else str(low) if low == high else f"{low}-{high}"
         lines.append(
             f"batch {entry.index}: {batch.kind} by {batch.demonstrator or '?'}, noise {_or_dash(batch.noise)}, "
             f"perturb {_or_dash(batch.perturb)}, seeds {seeds}, {entry.episodes} episodes "
