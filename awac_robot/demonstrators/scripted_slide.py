@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from awac_robot.demonstrators.scripted_fetch import ACTION_SCALE, CLOSE, FetchLayout
+from awac_robot.demonstrators.scripted_fetch import ACTION_SCALE, CLOSE, FetchGains, FetchLayout
 from awac_robot.envs import TaskEnv
 
 HOLD = np.array([0.0, 0.0, 0.0, CLOSE], dtype=np.float32)
@@ -106,12 +106,8 @@ class SlidePlan:
     #: how close (m) to the start point, and how still (m/s), the gripper must be to strike
     lined_up: float = 0.005
     still: float = 0.05
-    #: height (m) above the puck at which the gripper travels over it, and the clearance (m) of a
-    #: low path from the puck's centre
-    hover: float = 0.06
+    #: clearance (m) of a low path from the puck's centre (travel above it uses FetchGains.hover)
     clearance: float = 0.065
-    #: fraction of the remaining error removed per step while lining up
-    gain: float = 0.8
     #: puck speed (m/s) under which it counts as at rest, so a new strike may be lined up
     at_rest: float = 0.01
     #: backwards speed (as an action) after the strike, so the gripper never touches the puck again
@@ -132,8 +128,9 @@ class SlideExpert:
 
     source = "scripted"
 
-    def __init__(self, plan: SlidePlan | None = None) -> None:
+    def __init__(self, plan: SlidePlan | None = None, gains: FetchGains | None = None) -> None:
         self.plan = plan or SlidePlan()
+        self.gains = gains or FetchGains()  # travel speed and height, shared with the other tabletop experts
         self._layout: FetchLayout | None = None
         self._strike: list[np.ndarray] = []
 
@@ -178,11 +175,11 @@ class SlideExpert:
             self._strike = self._best_strike(goal, puck, direction)
             return self._strike.pop(0)
         if (low and _segment_distance(puck[:2], grip[:2], start[:2]) > plan.clearance) or here < 0.004:
-            return _toward(grip, start, plan.gain)  # a clear low path, or right above the start: go (down) there
-        high = puck[2] + plan.hover
+            return _toward(grip, start, self.gains.gain)  # a clear low path, or right above the start: go there
+        high = puck[2] + self.gains.hover
         if grip[2] < high - 0.01:
-            return _toward(grip, np.append(grip[:2], high), plan.gain)  # up first, then over the puck
-        return _toward(grip, np.append(start[:2], high), plan.gain)
+            return _toward(grip, np.append(grip[:2], high), self.gains.gain)  # up first, then over the puck
+        return _toward(grip, np.append(start[:2], high), self.gains.gain)
 
     def _start(self, puck: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Gripper xy that puts its corner facing `direction` `gap` short of the puck's rim, on the line of centres."""
