@@ -105,3 +105,23 @@ def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alon
         obs, *_ = env.step(step)
     assert np.linalg.norm(obs[puck : puck + 2] - start) > 0.2, "the strike sent the puck sliding"
     assert np.abs(obs[puck : puck + 2] - predicted).max() < 2e-3
+
+
+def test_hammer_aims_on_a_scratch_copy_and_leaves_the_real_state_alone() -> None:
+    """Once the hammer is held, the expert solves the arm pose on copied kinematics: the real state is untouched."""
+    env = make_env("hammer")
+    expert = make_scripted("hammer")
+    obs, _ = env.reset(seed=3)
+    expert.reset(env, obs)
+    sim = env.unwrapped
+    for _ in range(env.config.episode_steps):
+        if expert._grip >= 1.0:  # the next act() is the first with the hammer held: it plans from many starts
+            break
+        obs, *_ = env.step(expert.act(obs))
+    state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.xpos.copy())
+    expert.act(obs)
+    assert all(np.array_equal(a, b) for a, b in zip(state, (sim.data.qpos, sim.data.qvel, sim.data.xpos), strict=True))
+    # the planned strike position puts the face where it was aimed, in front of the nail head
+    plan = expert.plan
+    aim = sim.data.site("S_target").xpos + plan.standoff * expert._axis + expert._side
+    assert np.linalg.norm(expert._reach.face(expert._ready) - aim) < 1e-3
