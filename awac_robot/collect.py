@@ -10,6 +10,7 @@ from a generator seeded the same way, so a run is reproducible episode by episod
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -49,10 +50,12 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise CollectError(f"--episodes must be at least 1, got {self.episodes}")
-        if self.noise < 0:
-            raise CollectError(f"--noise is a standard deviation and must be >= 0, got {self.noise}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise CollectError(f"--noise is a standard deviation and must be a finite number >= 0, got {self.noise}")
         if not 0.0 <= self.perturb <= 1.0:
             raise CollectError(f"--perturb is a fraction of episodes and must be in [0, 1], got {self.perturb}")
+        if self.seed < 0:
+            raise CollectError(f"--seed must be >= 0 (episode i is reset with seed SEED+i), got {self.seed}")
 
 
 @dataclass
