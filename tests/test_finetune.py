@@ -18,6 +18,7 @@ from awac_robot.cli import main
 from awac_robot.envs import get_spec, make_env
 from awac_robot.store import DemoStore, Episode
 from awac_robot.train.checkpoint import list_checkpoints, load_actor, read_checkpoint, save_checkpoint
+from awac_robot.train.config import ConfigError, load_config
 
 TINY = {
     "actor_hidden": [32, 32],
@@ -210,6 +211,42 @@ def test_unknown_config_key_is_one_line(store: Path, tmp_path: Path, capsys) -> 
     assert main(finetune_args(store, tmp_path / "run", config, offline=10, online=0)) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown field 'batch_sise'" in err and len(err.splitlines()) == 1
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("lr: 1e-3\ntarget_tau: 5E-3\nawr_lambda: 1.0e0\nreward_offset: -1e-1\n")
+    config = load_config(path)
+    assert (config.lr, config.target_tau, config.awr_lambda, config.reward_offset) == (1e-3, 5e-3, 1.0, -0.1)
+    path.write_text('lr: "1e-3"\n')  # a string stays a string, and is refused as one
+    with pytest.raises(ConfigError, match="key 'lr' must be float, got '1e-3'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("log_std_init: .nan", "'log_std_init' must be finite, got nan"),
+        ("awr_lambda: .inf", "'awr_lambda' must be finite, got inf"),
+        ("policy_average: -.inf", "'policy_average' must be finite, got -inf"),
+        ("batch_size: -4", "'batch_size' must be >= 2, got -4"),
+        ("actor_hidden: [64, -1]", "'actor_hidden' needs positive sizes, got (64, -1)"),
+        ("online_steps: -5", "'online_steps' must be >= 0, got -5"),
+        ("log_std_init: 2.0", "'log_std_init' must be in [log_std_min, log_std_max]"),
+        ("seed: -1", "'seed' must be >= 0"),
+    ],
+)
+def test_bad_config_values_are_one_line_errors_naming_the_field(
+    store: Path, tmp_path: Path, capsys, line: str, named: str
+) -> None:
+    key = line.split(":")[0]
+    config = tmp_path / "bad.yaml"  # tiny, so a value wrongly accepted trains for a moment, not for hours
+    config.write_text(yaml.safe_dump({k: v for k, v in {**TINY, "offline_steps": 2}.items() if k != key}) + line + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "door", "--store", str(store), "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{config}: config key {named}" in err
+    assert not out.exists()
 
 
 def test_checkpoints_ignore_a_half_written_file_and_keep_the_newest(tmp_path: Path) -> None:
