@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from awac_robot.train.awac import ALGOS, UpdateConfig
+from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
 
@@ -78,6 +79,9 @@ class TrainConfig:
     # average 85 90 95 90 100 80 100 90 85 100%. null = the actor itself, as in the paper.
     policy_average: float | None = 0.005
 
+    # data: the store sources pretrained on (train/sources.py); default every demonstration, no online episodes
+    sources: tuple[str, ...] = DEMONSTRATIONS
+
     # schedule
     offline_steps: int = 25_000  # gradient updates on the store before any interaction
     online_steps: int = 100_000  # env steps of finetuning
@@ -122,6 +126,7 @@ class TrainConfig:
         self._require(self.awr_lambda > 0, "awr_lambda", "must be > 0")
         self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")
+        self._require(token_problem(self.sources) is None, "sources", str(token_problem(self.sources)))
         self._require(self.offline_steps >= 0, "offline_steps", "must be >= 0")
         self._require(self.online_steps >= 0, "online_steps", "must be >= 0")
         avg = self.policy_average

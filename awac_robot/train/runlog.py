@@ -1,7 +1,10 @@
 """The run folder's human-facing record: `metrics.jsonl` (one JSON object a line) and `curve.png`.
 
 Metric lines are appended and flushed one by one, so a killed run keeps every line it
-wrote; a resumed run appends to the same file, and the curve is redrawn from it.
+wrote; a resumed run appends to the same file, and the curve is redrawn from it. A resume
+redoes the work after its checkpoint and logs it again, so `rows()` reads the file as the
+run's history: a `resume` event at update U supersedes the rows of updates after U written
+before it (the file itself keeps them).
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ class RunLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        rows = []
+        rows: list[dict[str, Any]] = []
         for line in self.path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # the tail of a line cut by a kill
                 continue
+            if row.get("event") == "resume":
+                rows = [r for r in rows if r.get("updates", -1) <= row["updates"]]
+            rows.append(row)
         return rows
 
     def draw_curve(self, offline_steps: int) -> Path:
