@@ -9,24 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from train_helpers import TINY, finetune_args, write_config
 
 from awac_robot.cli import main
 from awac_robot.envs import get_spec, make_env
 from awac_robot.store import DemoStore, Episode
 from awac_robot.train.checkpoint import list_checkpoints, load_actor, read_checkpoint, save_checkpoint
 from awac_robot.train.config import ConfigError, load_config
-
-TINY = {
-    "actor_hidden": [32, 32],
-    "critic_hidden": [32, 32],
-    "batch_size": 32,
-    "threads": 1,
-    "eval_episodes": 1,
-    "eval_interval": 200,
-    "offline_eval_interval": 100,
-    "log_interval": 50,
-    "checkpoint_interval": 100,
-}
 
 
 def fill_store(path: Path, episodes: int) -> None:
@@ -75,19 +64,6 @@ def store(base_store: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "door.zarr"
     shutil.copytree(base_store, copy)
     return copy
-
-
-def write_config(tmp_path: Path, **extra: object) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **extra}))
-    return path
-
-
-def finetune_args(store: Path, out: Path, config: Path, offline: int, online: int) -> list[str]:
-    return [
-        "finetune", "--task", "door", "--store", str(store), "--config", str(config), "--out", str(out),
-        "--offline-steps", str(offline), "--online-steps", str(online), "--seed", "3", "--no-progress",
-    ]  # fmt: skip
 
 
 def test_short_finetune_writes_the_run_folder_and_grows_the_store(store: Path, tmp_path: Path, capsys) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from train_helpers import finetune_args, write_config
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
@@ -27,17 +27,8 @@ from awac_robot.train.checkpoint import list_checkpoints, read_checkpoint
 from awac_robot.train.runlog import RunLog
 
 DEMOS = 4  # scripted reach episodes of 50 steps in every test store
-TINY = {
-    "actor_hidden": [32, 32],
-    "critic_hidden": [32, 32],
-    "batch_size": 32,
-    "threads": 1,
-    "eval_episodes": 1,
-    "eval_interval": 100,
-    "offline_eval_interval": 50,
-    "log_interval": 50,
-    "checkpoint_interval": 250,
-}
+#: Online evaluations every 2 episodes and checkpoints every 5, so a redo crosses both.
+SETTINGS = {"eval_interval": 100, "offline_eval_interval": 50, "checkpoint_interval": 250}
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +44,11 @@ def copy_store(demos: Path, path: Path) -> Path:
 
 
 def config_file(tmp_path: Path, **extra: object) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **extra}))
-    return path
+    return write_config(tmp_path, **{**SETTINGS, **extra})
 
 
 def finetune(store: Path, out: Path, config: Path, offline: int, online: int, *extra: str) -> list[str]:
-    return [
-        "finetune", "--task", "reach", "--store", str(store), "--out", str(out), "--config", str(config),
-        "--offline-steps", str(offline), "--online-steps", str(online), "--seed", "1", "--no-progress", *extra,
-    ]  # fmt: skip
+    return finetune_args(store, out, config, offline, online, *extra, task="reach", seed=1)
 
 
 def resume(out: Path, *extra: str) -> list[str]:
