@@ -113,15 +113,20 @@ def read_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
             f"run folder {run_dir} has no checkpoint yet (expected {run_dir}/{CHECKPOINT_DIR}/ckpt_*.pt)"
         )
     problems: list[str] = []
-    for index in range(len(found) - 1, -1, -1):
+    for path in reversed(found):
         try:
-            state = read_checkpoint(found[index])
+            state = read_checkpoint(path)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
-        for unreadable in found[index + 1 :]:
-            unreadable.rename(unreadable.with_name(unreadable.name + UNREADABLE_SUFFIX))
-        return state, problems
+        unreadable = found[found.index(path) + 1 :]
+        for bad in unreadable:
+            bad.rename(bad.with_name(bad.name + UNREADABLE_SUFFIX))
+        lines = [
+            f"{problem} (kept as {bad.name}{UNREADABLE_SUFFIX})"
+            for problem, bad in zip(problems, reversed(unreadable), strict=True)
+        ]
+        return state, lines
     raise CheckpointError(f"no readable checkpoint in {run_dir / CHECKPOINT_DIR}: {'; '.join(problems)}")
 
 

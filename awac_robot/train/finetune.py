@@ -156,9 +156,7 @@ class Trainer:
         state, unreadable = read_latest_checkpoint(self.run_dir)
         name = Path(state["path"]).name
         for problem in unreadable:
-            self.warnings.append(
-                f"{problem}: resuming from the previous kept checkpoint {name} (renamed it *.unreadable)"
-            )
+            self.warnings.append(f"{problem}: resuming from the previous kept checkpoint {name}")
         if state["format"] != FORMAT:
             raise TrainingError(
                 f"{state['path']} was written before runs recorded their store (checkpoint format {state['format']}): "
