@@ -18,6 +18,7 @@ A DAPG file is a pickle: a list of dicts with `observations` (T, obs_dim), `acti
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import pickle
 from collections.abc import Callable
@@ -27,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from awac_robot.envs import get_spec
+from awac_robot.envs import get_spec, get_task
+from awac_robot.provenance import Batch
 from awac_robot.spec import SpecMismatch, TaskSpec
-from awac_robot.store import DemoStore, Episode, StoreError
+from awac_robot.store import Episode, StoreError, add_episodes
 
 #: Builtin types a data pickle may rebuild; no functions, no `eval`, no `getattr`.
 SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes"})
@@ -45,8 +47,52 @@ def _door_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
     return obs[:, spec.obs_names.index("door_hinge_angle")] >= 1.35
 
 
+#: FetchEnv's `distance_threshold`, the same for reach, push, pick_place and slide.
+FETCH_GOAL_DISTANCE = 0.05
+#: FrankaKitchen-v1 counts a subtask done while its joints are this close to the goal (`BONUS_THRESH`).
+KITCHEN_DONE_DISTANCE = 0.3
+#: Joint values per kitchen subtask in achieved/desired goals (`OBS_ELEMENT_GOALS` in gymnasium-robotics).
+KITCHEN_GOAL_SIZES = {
+    "bottom burner": 2,
+    "top burner": 2,
+    "light switch": 2,
+    "slide cabinet": 1,
+    "hinge cabinet": 2,
+    "microwave": 1,
+    "kettle": 7,
+}
+
+
+def _fetch_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """A Fetch task is solved while the achieved goal is within 0.05 m of the desired goal (`FetchEnv._is_success`)."""
+    achieved = obs[:, [spec.obs_names.index(f"achieved_goal_{axis}") for axis in "xyz"]]
+    desired = obs[:, [spec.obs_names.index(f"desired_goal_{axis}") for axis in "xyz"]]
+    return np.linalg.norm(achieved - desired, axis=1) < FETCH_GOAL_DISTANCE
+
+
+def _kitchen_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """Solved from the first step at which every subtask has been done at least once (FrankaKitchen-v1's rule).
+
+    The flat kitchen observation ends with the achieved then the desired joint values of the
+    task's subtasks in `goal_order` (awac_robot.envs); `obs` must be one episode's steps in order.
+    """
+    goals = get_task(spec.name).goal_order
+    width = sum(KITCHEN_GOAL_SIZES[goal] for goal in goals)
+    achieved, desired = obs[:, -2 * width : -width], obs[:, -width:]
+    done_ever = np.ones(len(obs), dtype=bool)
+    start = 0
+    for goal in goals:
+        stop = start + KITCHEN_GOAL_SIZES[goal]
+        near = np.linalg.norm(achieved[:, start:stop] - desired[:, start:stop], axis=1) < KITCHEN_DONE_DISTANCE
+        done_ever &= np.logical_or.accumulate(near)
+        start = stop
+    return done_ever
+
+
 #: Per task, success as a function of observations: only rules that are documented for the task.
 SUCCESS_FROM_OBS: dict[str, Callable[[np.ndarray, TaskSpec], np.ndarray]] = {"door": _door_success}
+SUCCESS_FROM_OBS.update({task: _fetch_success for task in ("reach", "push", "pick_place", "slide")})
+SUCCESS_FROM_OBS["kitchen"] = _kitchen_success
 
 
 class DapgImportError(StoreError):
@@ -121,6 +167,12 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
         if len(obs) != len(actions) or len(obs) < 2:
             counts = f"{len(obs)} observations and {len(actions)} actions"
             raise DapgImportError(f"{where} has {counts} (need T >= 2 of each, equally many)")
+        for name, values in (("observations", obs), ("actions", actions)):
+            if not np.isfinite(values).all():
+                step = int(np.argwhere(~np.isfinite(values))[0][0])
+                raise DapgImportError(
+                    f"{where} has NaN or inf {name} at step {step}: fix or remove that episode (nothing was imported)"
+                )
         steps = len(actions) - 1  # the last action has no recorded next observation: dropped, never faked
         clipped += int((np.abs(actions[:steps]) > 1.0).sum())
         success = SUCCESS_FROM_OBS[spec.name](obs[1:], spec)
@@ -141,16 +193,24 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
 
 
 def import_dapg(path: str | Path, task: str, store_path: str | Path) -> ImportSummary:
-    """Append the DAPG demos in `path` to the sparse-reward store at `store_path` (created if missing)."""
+    """Append the DAPG demos in `path` to the sparse-reward store at `store_path` (created if missing).
+
+    All or nothing: every episode is converted and checked first, then all are published at once.
+    """
     path = Path(path)
     spec = get_spec(task)
-    episodes, clipped = dapg_episodes(path, spec)  # everything is read and checked before the store is touched
-    summary = ImportSummary(dropped_last_steps=len(episodes), clipped_actions=clipped)
-    with DemoStore.open_or_create(store_path, spec, "sparse") as store:
-        for episode in episodes:
-            store.append(episode, spec=spec)
-            summary.episodes += 1
-            summary.steps += episode.length
-            summary.total_actions += episode.action.size
-            summary.successes += episode.solved
-    return summary
+    episodes, clipped = dapg_episodes(path, spec)
+    batch = Batch.now(
+        "import",
+        demonstrator="dapg",
+        arguments={"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+    )
+    add_episodes(store_path, spec, "sparse", episodes, batch)
+    return ImportSummary(
+        episodes=len(episodes),
+        steps=sum(episode.length for episode in episodes),
+        successes=sum(episode.solved for episode in episodes),
+        dropped_last_steps=len(episodes),
+        clipped_actions=clipped,
+        total_actions=sum(episode.action.size for episode in episodes),
+    )

@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from awac_robot.envs import get_spec, make_env
+from awac_robot.provenance import Batch
+from awac_robot.rollout import FunctionActor, Step, rollout
 from awac_robot.spec import TaskSpec
-from awac_robot.store import DemoStore, Episode, StoreError, online_source
+from awac_robot.store import DemoStore, StoreError, online_source
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import FORMAT, list_checkpoints, read_latest_checkpoint, save_checkpoint
@@ -149,6 +151,9 @@ class Trainer:
             self.checkpoint()
         else:
             self._restore(state)
+        if online:  # this invocation's online episodes are one provenance batch of the store
+            arguments = {"run_id": self.run_id, "run_dir": str(self.run_dir.resolve()), "resumed": state is not None}
+            self.store.start_batch(Batch.now("online", demonstrator="awac", arguments=arguments))
         self._stats: list[dict[str, torch.Tensor]] = []
         self._log_clock = (time.perf_counter(), self.counters.updates)
 
@@ -307,6 +312,12 @@ class Trainer:
         self.log.draw_curve(self.config.offline_steps)
         return self.last_eval
 
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        """The online action: a sample from the current actor, drawn from the checkpointed exploration generator."""
+        actor = self.learner.actor
+        return actor.sample(actor(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
+
     # -- the phases ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
@@ -347,37 +358,17 @@ class Trainer:
         bar = tqdm(total=cfg.online_steps, initial=c.env_steps, desc="online", disable=not self.progress)
         self.redo_stored_episodes(eval_env, bar)
         env = make_env(cfg.task, reward=self.store.reward_mode)
+        explorer = FunctionActor(self.explore)
+
+        def on_step(step: Step) -> bool:
+            self.learn_from_step(step.obs, step.action, step.reward, step.next_obs, step.terminated, eval_env, bar)
+            # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
+            return c.env_steps >= cfg.online_steps
+
         while c.env_steps < cfg.online_steps:
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            obs, _ = env.reset(seed=seed)
-            observations, actions, rewards, successes = [obs], [], [], []
-            terminated = truncated = False
-            while not (terminated or truncated):
-                action = self.explore(obs)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                self.learn_from_step(obs, action, reward, next_obs, terminated, eval_env, bar)
-                # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
-                truncated = truncated or c.env_steps >= cfg.online_steps
-                observations.append(next_obs)
-                actions.append(action)
-                rewards.append(reward)
-                successes.append(info["success"])
-                obs = next_obs
-            last_step = np.zeros(len(actions), dtype=bool)
-            last_step[-1] = True
-            self.store.append(
-                Episode(
-                    obs=np.stack(observations),
-                    action=np.stack(actions),
-                    reward=np.asarray(rewards, dtype=np.float32),
-                    terminated=last_step & terminated,
-                    truncated=last_step & truncated,
-                    success=np.asarray(successes, dtype=bool),
-                    source=self.online_source,
-                    seed=seed,
-                ),
-                spec=self.spec,
-            )
+            episode = rollout(env, explorer, seed, source=self.online_source, on_step=on_step)
+            self.store.append(episode, spec=self.spec)
             self.end_episode()
         bar.update(c.env_steps - bar.n)
         bar.close()
@@ -415,11 +406,6 @@ class Trainer:
             }
         )
         self._redo = self._redo[:0]
-
-    def explore(self, obs: np.ndarray) -> np.ndarray:
-        actor = self.learner.actor
-        with torch.no_grad():
-            return actor.sample(actor(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
 
     def learn_from_step(
         self,

@@ -1,11 +1,12 @@
 """The store a run trained from, recorded so `--resume` can refuse any other store.
 
 A run's counters and replay only make sense together with the episodes it started from and
-the online episodes it appended. Two stores of one task can look alike (Fetch episodes all
-last 50 steps, so `episode_ends` alone often match), so the record keeps the store's task,
-creation time and a digest of the per-episode metadata (ends, sources, seeds, returns) of
+the online episodes it appended. The record keeps the store's id (a random uuid given at
+creation; a copied directory keeps it, a merged or filtered store gets a new one), its task,
+creation time, and a digest of the per-episode metadata (ends, sources, seeds, returns) of
 the episodes present when the run began. Episodes appended later by anyone do not change
-it; editing or replacing those first episodes does.
+it; editing or replacing those first episodes does. A copy taken before the run has the
+same record but not the run's episodes, which the trainer checks separately.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from awac_robot.store import DemoStore, StoreError
 @dataclass(frozen=True)
 class StoreRecord:
     path: str  # absolute, where the run found it
+    store_id: str
     task: str
     created_utc: str
     episodes: int  # published when the run began
@@ -34,6 +36,7 @@ class StoreRecord:
         count = store.num_episodes
         return cls(
             path=str(Path(store.path).resolve()),
+            store_id=store.store_id,
             task=store.spec.name,
             created_utc=str(store.attrs.get("created_utc", "")),
             episodes=count,
@@ -49,12 +52,15 @@ class StoreRecord:
         return asdict(self)
 
     def describe(self) -> str:
-        return f"{self.path} ({self.task}, created {self.created_utc}, {self.episodes} episodes at the start)"
+        return (
+            f"{self.path} (store id {self.store_id}, {self.task}, created {self.created_utc}, "
+            f"{self.episodes} episodes at the start)"
+        )
 
     def check(self, store: DemoStore, meta: dict[str, np.ndarray], run: str) -> None:
         """Raise StoreError (one line) unless `store` is this store, grown or not since the run began."""
-        if store.attrs.get("created_utc", "") != self.created_utc:
-            differs = f"created {store.attrs.get('created_utc')}"
+        if store.store_id != self.store_id:
+            differs = f"store id {store.store_id}, created {store.attrs.get('created_utc')}"
         elif store.num_episodes < self.episodes:
             differs = f"it holds only {store.num_episodes} episodes"
         elif _digest(store.episode_ends, meta, self.episodes) != self.digest:
