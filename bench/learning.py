@@ -44,8 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from awac_robot.envs import get_spec
-from awac_robot.export import ActorToExport, export_actor, rollout_observations
+from awac_robot.dapg_policy import import_dapg_policy
 from awac_robot.store import DemoStore
 from awac_robot.train.runlog import RunLog
 
@@ -62,16 +61,11 @@ def cli(*args: str) -> None:
 
 
 def export_expert(task: str, weights: Path, out: Path) -> Path:
-    """The DAPG expert as an awac-robot ONNX policy, verified against torch on its own rollouts."""
+    """The DAPG expert as an awac-robot ONNX policy (`awac-robot import-policy dapg`)."""
     if out.exists():
         return out
-    sys.path.insert(0, str(ROOT / "tests"))  # the expert's forward pass lives with the tests that use it too
-    from onnx_helpers import DapgDoorExpert
-
-    spec = get_spec(task)
-    actor = ActorToExport(DapgDoorExpert(weights).eval(), spec, "dapg-expert", 0)
-    report = export_actor(actor, out, rollout_observations(actor, 1000), "expert rollouts")
-    print(f"exported {weights.name} to {out} (max |onnx - torch| {report.max_abs_diff:.1e})")
+    report = import_dapg_policy(weights, task, out, verify=1000, eval_episodes=0)
+    print(f"imported {weights.name} to {out} (max |onnx - numpy| {report.export.max_abs_diff:.1e})")
     return out
 
 

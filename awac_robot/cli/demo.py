@@ -51,6 +51,13 @@ def _step(title: str, argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from awac_robot.demonstrators.catalog import task_demonstrators
+
+    if not task_demonstrators(args.task).scripted:
+        raise UserError(
+            f"the demo collects with a scripted expert and task '{args.task}' has none; "
+            "'awac-robot tasks' shows how to collect its demonstrations"
+        )
     out: Path = args.out
     if out.exists():
         if not (out / ".awac-robot-demo").exists():

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from awac_robot.demonstrators.catalog import collect_hint
 from awac_robot.envs import get_spec, make_env
 from awac_robot.provenance import Batch
 from awac_robot.rollout import FunctionActor, Step, rollout
@@ -67,10 +68,11 @@ class Counters:
 
 
 def missing_store_message(task: str, store_path: Path) -> str:
-    return (
-        f"no demo store at {store_path}: collect one first, e.g. "
-        f"`awac-robot collect --task {task} --episodes 100 --store {store_path}`"
-    )
+    return f"no demo store at {store_path}: {collect_hint(task, store_path)}"
+
+
+def empty_store_message(task: str, store_path: Path) -> str:
+    return f"store {store_path} holds no episodes: {collect_hint(task, store_path)}"
 
 
 def open_store(task: str, store_path: Path, mode: str) -> DemoStore:
@@ -80,10 +82,7 @@ def open_store(task: str, store_path: Path, mode: str) -> DemoStore:
     get_spec(task).check_matches(store.spec, f"store {store_path}")
     if store.num_episodes == 0:
         store.close()
-        raise TrainingError(
-            f"store {store_path} holds no episodes: add some with "
-            f"`awac-robot collect --task {task} --store {store_path}`"
-        )
+        raise TrainingError(empty_store_message(task, store_path))
     return store
 
 
