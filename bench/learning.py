@@ -118,8 +118,9 @@ def curve_points(run_dir: Path, offline_steps: int) -> list[dict]:
     points, speed = [], float("nan")
     for row in RunLog(run_dir).rows():  # complete lines only: the run is still writing
         speed = row.get("updates_per_s", speed)
-        offline_end = row["phase"] == "offline" and row["updates"] == offline_steps
-        if "eval_success" in row and (offline_end or row["phase"] == "online"):
+        if "eval_success" not in row:  # metric lines and events (start, resume, redo)
+            continue
+        if row["phase"] == "online" or row["updates"] == offline_steps:
             points.append({**row, "updates_per_s": speed})
     return points
 
