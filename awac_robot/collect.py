@@ -1,11 +1,10 @@
 """The collection loop: run a demonstrator in a task env and append each kept episode to a store.
 
-Noise is added here, not by demonstrators, so scripted, policy and human data are perturbed
-the same documented way (docs/store.md): Gaussian noise on every action, then clipping to
-[-1, 1], and optionally a fraction of "perturbed" episodes with bursts of random actions.
-The recorded action is the one the env executed (after noise), which is what an
-off-policy learner needs. Episode i is reset with seed `seed + i`, and its noise is drawn
-from a generator seeded the same way, so a run is reproducible episode by episode.
+Episodes come from the shared loop in `rollout.py`, which also adds the documented action
+noise (docs/store.md) the same way for scripted, policy and human data, and records the
+action the env executed, which is what an off-policy learner needs. Episode i is reset with
+seed `seed + i`, and its noise is drawn from a generator seeded the same way, so a run is
+reproducible episode by episode.
 """
 
 from __future__ import annotations
@@ -16,18 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from awac_robot.demonstrators import Demonstrator
 from awac_robot.envs import TaskEnv, make_env
+from awac_robot.rollout import rollout
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore, Episode
-
-#: In a perturbed episode, each step starts a burst of random actions with this probability ...
-PERTURB_START = 0.05
-#: ... lasting this many steps: long enough to knock the task off course, short enough to recover.
-PERTURB_STEPS = 10
 
 
 class CollectError(ValueError):
@@ -91,42 +85,8 @@ def resolve_demonstrator(name: str, env: TaskEnv) -> Demonstrator:
 
 
 def run_episode(env: TaskEnv, demo: Demonstrator, seed: int, noise: float = 0.0, perturb: float = 0.0) -> Episode:
-    """One full episode from `env.reset(seed=seed)` until the env terminates or truncates."""
-    rng = np.random.default_rng(seed)
-    perturbed = perturb > 0 and rng.random() < perturb
-    obs, info = env.reset(seed=seed)
-    demo.reset(env, obs)
-    observations, actions, rewards, terminated, truncated, success = [obs], [], [], [], [], []
-    burst = 0
-    done = False
-    while not done:
-        action = np.asarray(demo.act(obs), dtype=np.float64)
-        if perturbed and burst == 0 and rng.random() < PERTURB_START:
-            burst = PERTURB_STEPS
-        if burst:
-            action = rng.uniform(-1.0, 1.0, size=action.shape)
-            burst -= 1
-        if noise > 0:
-            action = action + rng.normal(0.0, noise, size=action.shape)
-        action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        obs, reward, term, trunc, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terminated.append(term)
-        truncated.append(trunc)
-        success.append(info["success"])
-        done = term or trunc
-    return Episode(
-        obs=np.stack(observations),
-        action=np.stack(actions),
-        reward=np.asarray(rewards),
-        terminated=np.asarray(terminated),
-        truncated=np.asarray(truncated),
-        success=np.asarray(success),
-        source=demo.source,
-        seed=seed,
-    )
+    """One demonstrator episode exactly as `collect` records it (the shared loop, with the demonstrator's source)."""
+    return rollout(env, demo, seed, source=demo.source, noise=noise, perturb=perturb)
 
 
 class _BackgroundAppender:

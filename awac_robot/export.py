@@ -25,9 +25,11 @@ import yaml
 from awac_robot import __version__
 from awac_robot.envs import make_env
 from awac_robot.onnx_policy import INPUT_NAME, OUTPUT_NAME, OnnxPolicy, PolicyMetadata
+from awac_robot.rollout import Step, rollout
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore
 from awac_robot.train.checkpoint import load_actor
+from awac_robot.train.evaluation import deterministic_actor
 
 OPSET = 17
 TOLERANCE = 1e-5
@@ -73,20 +75,24 @@ def store_observations(store: Path, spec: TaskSpec, limit: int = 20_000) -> np.n
 
 
 def rollout_observations(actor: ActorToExport, count: int, seed: int = 0, noise: float = 0.3) -> np.ndarray:
-    """Observations the policy itself reaches in the real env (with action noise, to cover more states)."""
-    env = make_env(actor.spec.name, seed=seed)
-    rng = np.random.default_rng(seed)
+    """Observations the policy itself reaches in the real env (with action noise, to cover more states).
+
+    Episode i of the rollouts uses seed `seed + i` (the shared rollout rule).
+    """
+    env = make_env(actor.spec.name)
+    policy = deterministic_actor(actor.policy)
     rows: list[np.ndarray] = []
-    obs, _ = env.reset()
-    with torch.no_grad():
+
+    def enough(step: Step) -> bool:
+        return len(rows) + step.index + 1 >= count
+
+    try:
+        episode = 0
         while len(rows) < count:
-            rows.append(obs)
-            action = actor.policy(torch.as_tensor(obs[None], dtype=torch.float32))[0].numpy()
-            action = np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0)
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                obs, _ = env.reset()
-    env.close()
+            rows.extend(rollout(env, policy, seed + episode, noise=noise, on_step=enough).obs[:-1])
+            episode += 1
+    finally:
+        env.close()
     return np.stack(rows).astype(np.float32)
 
 

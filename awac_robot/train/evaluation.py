@@ -11,29 +11,28 @@ import numpy as np
 import torch
 
 from awac_robot.envs import TaskEnv
+from awac_robot.rollout import FunctionActor, rollout
 
 EVAL_SEED_BASE = 1_000_000
 
 
-@torch.no_grad()
+def deterministic_actor(policy: torch.nn.Module) -> FunctionActor:
+    """A torch policy `(B, obs_dim) -> (B, act_dim)` as a rollout actor, one observation at a time."""
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy(torch.from_numpy(obs)[None])[0].numpy()
+
+    return FunctionActor(act)
+
+
 def evaluate(policy: torch.nn.Module, env: TaskEnv, episodes: int, seed: int = 0) -> dict[str, float]:
     """Success rate (solved at any step, the DAPG/AWAC convention), mean return and steps taken."""
-    successes, returns, steps = 0, [], 0
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=EVAL_SEED_BASE + 1000 * seed + episode)
-        solved, total, done = False, 0.0, False
-        while not done:
-            action = policy(torch.from_numpy(obs)[None])[0].numpy()
-            obs, reward, terminated, truncated, info = env.step(action)
-            solved |= bool(info["success"])
-            total += reward
-            steps += 1
-            done = terminated or truncated
-        successes += solved
-        returns.append(total)
+    actor = deterministic_actor(policy)
+    results = [rollout(env, actor, EVAL_SEED_BASE + 1000 * seed + episode) for episode in range(episodes)]
     return {
-        "success_rate": successes / episodes,
-        "return": float(np.mean(returns)),
+        "success_rate": sum(episode.solved for episode in results) / episodes,
+        "return": float(np.mean([episode.total_return for episode in results])),
         "episodes": episodes,
-        "eval_env_steps": steps,
+        "eval_env_steps": sum(episode.length for episode in results),
     }

@@ -22,8 +22,9 @@ import torch
 from tqdm import tqdm
 
 from awac_robot.envs import get_spec, make_env
+from awac_robot.rollout import FunctionActor, Step, rollout
 from awac_robot.spec import TaskSpec
-from awac_robot.store import DemoStore, Episode
+from awac_robot.store import DemoStore
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
@@ -208,6 +209,12 @@ class Trainer:
         self.log.draw_curve(self.config.offline_steps)
         return self.last_eval
 
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        """The online action: a sample from the current actor, drawn from the checkpointed exploration generator."""
+        actor = self.learner.actor
+        return actor.sample(actor(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
+
     # -- the phases ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
@@ -246,48 +253,25 @@ class Trainer:
     def online_phase(self, eval_env: Any) -> None:
         cfg, c = self.config, self.counters
         env = make_env(cfg.task, reward=self.store.reward_mode)
-        actor = self.learner.actor
         bar = tqdm(total=cfg.online_steps, initial=c.env_steps, desc="online", disable=not self.progress)
+        explorer = FunctionActor(self.explore)
+
+        def on_step(step: Step) -> bool:
+            c.env_steps += 1
+            self.replay.add_step(step.obs, step.action, step.reward, step.next_obs, step.terminated)
+            for _ in range(cfg.updates_per_step):
+                self.update("online")
+            if c.env_steps % cfg.eval_interval == 0:
+                self.run_eval("online", eval_env)
+            if c.env_steps % 100 == 0:
+                bar.update(c.env_steps - bar.n)
+                bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
+            # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
+            return c.env_steps >= cfg.online_steps
+
         while c.env_steps < cfg.online_steps:
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            obs, _ = env.reset(seed=seed)
-            observations, actions, rewards, successes = [obs], [], [], []
-            terminated = truncated = False
-            while not (terminated or truncated):
-                with torch.no_grad():
-                    action = actor.sample(actor(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                c.env_steps += 1
-                # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
-                truncated = truncated or c.env_steps >= cfg.online_steps
-                self.replay.add_step(obs, action, reward, next_obs, terminated)
-                observations.append(next_obs)
-                actions.append(action)
-                rewards.append(reward)
-                successes.append(info["success"])
-                obs = next_obs
-                for _ in range(cfg.updates_per_step):
-                    self.update("online")
-                if c.env_steps % cfg.eval_interval == 0:
-                    self.run_eval("online", eval_env)
-                if c.env_steps % 100 == 0:
-                    bar.update(c.env_steps - bar.n)
-                    bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
-            last_step = np.zeros(len(actions), dtype=bool)
-            last_step[-1] = True
-            self.store.append(
-                Episode(
-                    obs=np.stack(observations),
-                    action=np.stack(actions),
-                    reward=np.asarray(rewards, dtype=np.float32),
-                    terminated=last_step & terminated,
-                    truncated=last_step & truncated,
-                    success=np.asarray(successes, dtype=bool),
-                    source="online",
-                    seed=seed,
-                ),
-                spec=self.spec,
-            )
+            self.store.append(rollout(env, explorer, seed, source="online", on_step=on_step), spec=self.spec)
             c.online_episodes += 1
             if c.updates >= self._next_checkpoint:
                 self.checkpoint()
