@@ -35,6 +35,36 @@ def test_a_failed_store_build_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(final.parent.iterdir()) == []
 
 
+def run_row(algo: str, offline: list[float], online: list[float], returncode: int = 0) -> dict:
+    evals = [{"phase": "offline", "eval_success": x} for x in offline] + [
+        {"phase": "online", "eval_success": x} for x in online
+    ]
+    return {
+        "scenario": "s", "algo": algo, "seed": 0, "returncode": returncode, "evals": evals, "wall": 1.0,
+        "last_output": "boom", "log": "s.log", "eval_every": {"offline": 5000, "online": 5000},
+    }  # fmt: skip
+
+
+def test_targets_follow_the_issue_definitions_to_the_point(tmp_path: Path) -> None:
+    results = Results(tmp_path / "results.json")
+    results.stores["s"] = {"success": 0.4}
+    # Start 0.8 (the last offline eval), best offline 0.9; online dips to exactly 10 points below the start.
+    results.runs["s/awac/s0"] = run_row("awac", [0.9, 0.8], [0.7, 0.9])
+    results.runs["s/bc/s0"] = run_row("bc", [0.9, 0.9], [0.95])
+    lines = targets(results, "s")[1:]
+    assert [line.split()[0] for line in lines] == ["PASS", "PASS", "PASS", "FAIL", "PASS"]
+    assert "(lowest 70%, start 80%)" in lines[0] and "(90% vs 95%)" in lines[3] and "best 90%" in lines[4]
+    results.runs["s/awac/s0"] = run_row("awac", [0.9, 0.7], [0.59, 0.8])  # 11 points down; handed over 20 below best
+    lines = targets(results, "s")
+    assert [line.split()[0] for line in lines[1:]] == ["FAIL", "PASS", "PASS", "FAIL", "FAIL"]
+    results.runs["s/awac/s1"] = {**run_row("awac", [], [], returncode=2), "seed": 1}
+    assert any(line.startswith("  FAIL run failed: seed 1 exit 2: boom") for line in targets(results, "s"))
+    results.save()
+    assert "| s | 40% | awac | 1 (1 failed) | 90 70 | 59 80 | 80 vs 95 (-15) |" in table(
+        Results(results.path), ["s"], ["awac", "bc"]
+    )
+
+
 @pytest.mark.slow
 def test_ray_grid_gathers_the_rows_its_run_folders_hold(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
