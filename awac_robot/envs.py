@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
 from awac_robot.spec import TaskSpec
 from awac_robot.yaml_files import read_mapping, reject_unknown
@@ -200,6 +201,44 @@ def _import_simulators() -> None:
     gym.register_envs(gymnasium_robotics)
 
 
+def flatten_observation(
+    obs: Any, config: TaskConfig, *, steps: int | None = None, dtype: type[np.floating] = np.float32
+) -> np.ndarray:
+    """A simulator observation as the task's flat vector (float32 unless asked), in the order the README documents.
+
+    With `steps`, `obs` holds that many observations stacked along the first axis of every
+    leaf (a recorded episode) and the result has shape (steps, obs_dim). A goal dict may
+    hold more subtasks than `goal_order` only then: a recording made with other kitchen
+    subtasks keeps ours, the rest are not part of the task. `dtype=np.float64` keeps a
+    recording's precision for recomputing success exactly as the simulator did.
+    """
+    rows = 1 if steps is None else steps
+
+    def part(value: Any) -> np.ndarray:
+        return np.asarray(value, dtype=np.float64).reshape(rows, -1)
+
+    if config.layout == "flat":
+        parts = [part(obs)]
+    else:
+        parts = [_goal_part(obs[key], key, config, part, allow_extra=steps is not None) for key in GOAL_DICT_KEYS]
+    flat = np.concatenate(parts, axis=1).astype(dtype)
+    if flat.shape[1] != config.obs_dim:
+        raise TaskError(
+            f"{config.source}: simulator gives {flat.shape[1]} observation numbers, "
+            f"field 'observation.size' says {config.obs_dim}"
+        )
+    return flat[0] if steps is None else flat
+
+
+def _goal_part(value: Any, key: str, config: TaskConfig, part: Any, allow_extra: bool) -> np.ndarray:
+    if not isinstance(value, dict):
+        return part(value)
+    missing = set(config.goal_order) - set(value)
+    if missing or (not allow_extra and set(value) != set(config.goal_order)):
+        raise TaskError(f"{config.source}: field 'observation.goal_order' must list {sorted(value)} for '{key}'")
+    return np.concatenate([part(value[goal]) for goal in config.goal_order], axis=1)
+
+
 class TaskEnv(gym.Wrapper):
     """Flattens observations, unifies success and applies the reward mode.
 
@@ -217,26 +256,7 @@ class TaskEnv(gym.Wrapper):
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(config.act_dim,), dtype=np.float32)
 
     def flatten(self, obs: Any) -> np.ndarray:
-        if self.config.layout == "flat":
-            flat = np.asarray(obs, dtype=np.float32).ravel()
-        else:
-            parts = [self._goal_part(obs[key], key) for key in GOAL_DICT_KEYS]
-            flat = np.concatenate(parts).astype(np.float32)
-        if flat.shape != (self.config.obs_dim,):
-            raise TaskError(
-                f"{self.config.source}: simulator gives {flat.size} observation numbers, "
-                f"field 'observation.size' says {self.config.obs_dim}"
-            )
-        return flat
-
-    def _goal_part(self, value: Any, key: str) -> np.ndarray:
-        if not isinstance(value, dict):
-            return np.asarray(value, dtype=np.float64).ravel()
-        if set(value) != set(self.config.goal_order):
-            raise TaskError(
-                f"{self.config.source}: field 'observation.goal_order' must list {sorted(value)} for '{key}'"
-            )
-        return np.concatenate([np.asarray(value[g], dtype=np.float64).ravel() for g in self.config.goal_order])
+        return flatten_observation(obs, self.config)
 
     def _success(self, info: dict) -> bool:
         if self.config.success_all_subtasks:
@@ -285,3 +305,68 @@ def make_env(task: str, reward: str = "sparse", seed: int | None = None) -> Task
     if seed is not None:
         wrapped.action_space.seed(seed)
     return wrapped
+
+
+#: Namespace of the gymnasium ids under which every built-in task is registered (`awac_robot/door-v0`).
+GYM_NAMESPACE = "awac_robot"
+GYM_VERSION = 0
+
+
+def gym_id(task: str) -> str:
+    return f"{GYM_NAMESPACE}/{task}-v{GYM_VERSION}"
+
+
+class GymTaskEnv(gym.Env):
+    """A task as a plain gymnasium env, so `gym.make("awac_robot/door-v0")` builds what `make_env` builds.
+
+    This is the entry point a Minari dataset's env spec names: Minari's `recover_environment`
+    and any tool that records through `gym.make` get our flat observation, [-1, 1] actions,
+    reward mode and time limit without knowing awac-robot. It is an env, not a wrapper, so its
+    spec is its own id and not the simulator's with our wrapper appended. The info is only
+    `{"success": bool}`, the same keys at reset and at every step, which is what Minari's
+    DataCollector needs to record infos (the simulators' own infos change keys between reset
+    and step, and the kitchen's hold lists of names).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, task: str, reward: str = "sparse") -> None:
+        self.task_env = make_env(task, reward)
+        self.observation_space = self.task_env.observation_space
+        self.action_space = self.task_env.action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self.task_env.reset(seed=seed, options=options)
+        return obs, {"success": bool(info["success"])}
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.task_env.step(action)
+        return obs, reward, terminated, truncated, {"success": bool(info["success"])}
+
+    def close(self) -> None:
+        self.task_env.close()
+
+
+def gym_env_spec(task: str, reward: str = "sparse") -> EnvSpec:
+    """The gymnasium spec that builds `task` through GymTaskEnv (what `awac_robot/<task>-v0` is registered as).
+
+    The time limit is applied inside make_env (from the task YAML), so the spec adds none.
+    """
+    return EnvSpec(
+        id=gym_id(task),
+        entry_point=f"{__name__}:GymTaskEnv",
+        kwargs={"task": task, "reward": reward},
+        disable_env_checker=True,
+    )
+
+
+def _register_gym_ids() -> None:
+    # Registered on import, as gymnasium-robotics registers its own ids.
+    for task in builtin_task_files():
+        spec = gym_env_spec(task)
+        if spec.id not in gym.registry:
+            gym.register(spec.id, spec.entry_point, kwargs=spec.kwargs, disable_env_checker=spec.disable_env_checker)
+
+
+_register_gym_ids()

@@ -3,8 +3,9 @@
 The exported graph is the trainer's deterministic policy (the averaged actor by default) with
 its observation normalisation, so the robot side needs nothing but onnxruntime. Export writes
 to a temporary file and only renames it to the requested path once onnxruntime agrees with torch on at least
-`min_verify` observations (max abs difference <= `tolerance`): a policy file on disk has
-always passed that check.
+`min_verify` observations (max abs difference <= `tolerance`) and the graph itself bounds its
+output inside the task's action bounds (`check_output_bounded`): a policy file on disk has
+always passed both checks.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MIN_VERIFY = 1000
 
 
 class ExportError(RuntimeError):
-    """The exported graph does not reproduce the torch actor; nothing was written."""
+    """The exported graph does not reproduce the torch actor, or can leave the action bounds; nothing was written."""
 
 
 @dataclass
@@ -115,6 +116,7 @@ def export_actor(
     policy = actor.policy.eval()
     try:
         write_onnx(policy, spec, tmp, policy_metadata(actor))
+        check_output_bounded(onnx.load(str(tmp)), spec)
         max_diff = _verify(policy, tmp, spec, verify_obs)
         if not max_diff <= tolerance:
             raise ExportError(
@@ -163,6 +165,46 @@ def write_onnx(policy: torch.nn.Module, spec: TaskSpec, path: Path, meta: Policy
     model.doc_string = f"awac-robot policy for task {spec.name}, run {meta.run_id} step {meta.step}"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def check_output_bounded(model: onnx.ModelProto, spec: TaskSpec) -> None:
+    """Raise ExportError unless the graph's last operation bounds OUTPUT_NAME inside the action bounds.
+
+    A structural guarantee, not a sample: whatever observation comes in, the output of a Tanh is
+    in [-1, 1] and the output of a Clip with constant limits is inside them (Identity nodes are
+    looked through). NaN passes through both; the controller's safety layer holds on it. Checking
+    outputs on sampled observations could only show that those samples stayed inside.
+    """
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    node = producers.get(OUTPUT_NAME)
+    while node is not None and node.op_type == "Identity":
+        node = producers.get(node.input[0])
+    low, high = max(spec.act_low), min(spec.act_high)
+    bounds = f"[{low:g}, {high:g}]"
+    if node is None:
+        raise ExportError(f"the graph's output '{OUTPUT_NAME}' is not computed by any node; nothing was written")
+    if node.op_type == "Tanh":
+        lo, hi = -1.0, 1.0
+    elif node.op_type == "Clip":
+        limits = [node.input[i] if len(node.input) > i else "" for i in (1, 2)]
+        if not all(name in constants and constants[name].size == 1 for name in limits):
+            raise ExportError(f"the policy ends in a Clip without constant limits: it may leave {bounds}")
+        lo, hi = (float(constants[name].reshape(())) for name in limits)
+    else:
+        raise ExportError(
+            f"the policy's output comes from a {node.op_type} node, which does not bound it to the action bounds "
+            f"{bounds}: end the actor in tanh, or clamp to the bounds; nothing was written"
+        )
+    if not (low <= lo and hi <= high):
+        raise ExportError(
+            f"the policy's {node.op_type} bounds its output to [{lo:g}, {hi:g}], outside the action bounds "
+            f"{bounds} of task {spec.name}; nothing was written"
+        )
 
 
 def _verify(policy: torch.nn.Module, path: Path, spec: TaskSpec, obs: np.ndarray) -> float:

@@ -94,25 +94,48 @@ class OnnxPolicy:
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = PolicyMetadata.from_props(props, str(self.path))
         self.spec = self.metadata.spec
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
-            raise SpecMismatch(f"{self.path}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}'")
-        if inputs[0].shape[-1] != self.spec.obs_dim or outputs[0].shape[-1] != self.spec.act_dim:
+        inputs = self.session.get_inputs()
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in outputs:
             raise SpecMismatch(
-                f"{self.path}: graph maps {inputs[0].shape[-1]} -> {outputs[0].shape[-1]} numbers but its metadata "
-                f"says {self.spec.obs_dim} -> {self.spec.act_dim}"
+                f"{self.path}: expected one input '{INPUT_NAME}' and an output '{OUTPUT_NAME}', "
+                f"the graph has inputs {[i.name for i in inputs]} and outputs {list(outputs)}"
             )
+        # the output that is run, by name: another output's shape says nothing about it
+        _check_tensor(inputs[0], self.spec.obs_dim, f"{self.path}: input '{INPUT_NAME}'")
+        _check_tensor(outputs[OUTPUT_NAME], self.spec.act_dim, f"{self.path}: output '{OUTPUT_NAME}'")
         self._one = np.zeros((1, self.spec.obs_dim), dtype=np.float32)
         self._outputs = [OUTPUT_NAME]
+        self._shape = (1, self.spec.act_dim)
+        for batch in (1, 3):  # declared shapes can be symbolic or wrong: run it once and look
+            out = self.session.run(self._outputs, {INPUT_NAME: np.zeros((batch, self.spec.obs_dim), np.float32)})[0]
+            if out.shape != (batch, self.spec.act_dim) or out.dtype != np.float32:
+                raise SpecMismatch(
+                    f"{self.path}: output '{OUTPUT_NAME}' gives {out.dtype} {list(out.shape)} for {batch} "
+                    f"observation(s), the task needs float32 [{batch}, {self.spec.act_dim}]"
+                )
 
     def check_spec(self, expected: TaskSpec) -> None:
         """Raise SpecMismatch (one line) unless the policy was made for `expected`."""
         expected.check_matches(self.spec, f"policy {self.path}")
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """The action (float32, shape (act_dim,)) for one observation."""
+        """The action (float32, shape (act_dim,)) for one observation; SpecMismatch if the graph gave another shape."""
         self._one[0] = obs
-        return self.session.run(self._outputs, {INPUT_NAME: self._one})[0][0]
+        out: np.ndarray = self.session.run(self._outputs, {INPUT_NAME: self._one})[0]
+        if out.shape != self._shape:  # a data-dependent shape would otherwise be broadcast over the joints
+            raise SpecMismatch(f"{self.path}: output '{OUTPUT_NAME}' gave shape {list(out.shape)}, not {self._shape}")
+        return out[0]
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
-        return self.session.run(self._outputs, {INPUT_NAME: np.ascontiguousarray(obs, dtype=np.float32)})[0]
+        out: np.ndarray = self.session.run(self._outputs, {INPUT_NAME: np.ascontiguousarray(obs, dtype=np.float32)})[0]
+        return out
+
+
+def _check_tensor(info: ort.NodeArg, size: int, what: str) -> None:
+    """float32 [batch, size]: the batch axis may be named, the last must be exactly `size`."""
+    shape = list(info.shape)
+    if info.type != "tensor(float)":
+        raise SpecMismatch(f"{what} is {info.type}, the contract is tensor(float) (float32) [batch, {size}]")
+    if len(shape) != 2 or shape[1] != size:
+        raise SpecMismatch(f"{what} has shape {shape}, the contract (from its metadata) is [batch, {size}]")

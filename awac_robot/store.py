@@ -372,7 +372,7 @@ class DemoStore:
             raise StoreError(f"store {self.path} is open read-only (or closed): open it with mode 'a' to append")
         if spec is not None:
             self.spec.check_matches(spec, f"episode for store {self.path}")
-        self._check_episode(episode)
+        self.check_episode(episode, self.spec, self.reward_mode, f"store {self.path} (task {self.spec.name!r})")
         layout = self._layout
         start, index = self.num_steps, self.num_episodes
         stop = start + episode.length
@@ -403,18 +403,24 @@ class DemoStore:
         layout.ends_array[index] = stop
         layout.ends = np.append(layout.ends, np.int64(stop))
 
-    def _check_episode(self, episode: Episode) -> None:
-        where = f"store {self.path} (task {self.spec.name!r})"
-        if episode.obs.shape[1] != self.spec.obs_dim or episode.action.shape[1] != self.spec.act_dim:
+    @staticmethod
+    def check_episode(episode: Episode, spec: TaskSpec, reward_mode: str, where: str) -> None:
+        """Raise what `append` would raise for `episode` in a store of `spec` and `reward_mode`.
+
+        Public so that a bulk import can check every episode before it appends the first and
+        a refused import leaves the target store as it was (there are no multi-episode
+        transactions). `where` names the store in the messages.
+        """
+        if episode.obs.shape[1] != spec.obs_dim or episode.action.shape[1] != spec.act_dim:
             raise SpecMismatch(
                 f"episode has obs_dim {episode.obs.shape[1]} and act_dim {episode.action.shape[1]}, "
-                f"{where} needs {self.spec.obs_dim} and {self.spec.act_dim}"
+                f"{where} needs {spec.obs_dim} and {spec.act_dim}"
             )
         check_source(episode.source)
         for name in ("obs", "action", "reward"):
             if not np.all(np.isfinite(getattr(episode, name))):
                 raise StoreError(f"episode {name} contains NaN or inf: refused by {where}")
-        low, high = np.asarray(self.spec.act_low), np.asarray(self.spec.act_high)
+        low, high = np.asarray(spec.act_low), np.asarray(spec.act_high)
         if np.any(episode.action < low) or np.any(episode.action > high):
             raise StoreError(
                 f"episode actions leave the task's bounds [{low.min():g}, {high.max():g}]: record the executed "
@@ -424,7 +430,7 @@ class DemoStore:
         if ended.any():
             step = int(np.argmax(ended))
             raise StoreError(f"episode ends (terminated/truncated) at step {step}, before its last step")
-        if self.reward_mode == "sparse":
+        if reward_mode == "sparse":
             expected = np.where(episode.success, 0.0, -1.0).astype(np.float32)
             if not np.array_equal(episode.reward, expected):
                 raise StoreError(

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from awac_robot.control import safety
-from awac_robot.control.limits import default_config
+from awac_robot.control.limits import MAX_CONSECUTIVE_MISSES, default_config
 from awac_robot.control.runlog import load_log, summarize
-from awac_robot.control.supervisor import Supervisor
+from awac_robot.control.supervisor import CONTROLLER_LOG, Supervisor
 from awac_robot.envs import get_spec
 from awac_robot.export import ActorToExport, policy_metadata, write_onnx
 from awac_robot.onnx_policy import OnnxPolicy
@@ -81,16 +81,21 @@ def main() -> None:
     policy_path = args.policy or mlp_policy(work / "door.onnx")
     spec = get_spec("door")
     base = default_config(spec)
-    # measure the loop, not the safe stop: a run of misses would otherwise end inference after K periods
-    config = replace(base, rate=args.rate, limits=replace(base.limits, max_consecutive_misses=10**9))
+    # measure the loop, not the safe stops: the most misses in a row and the longest robot watchdog the limits allow
+    longest = replace(
+        base.limits, max_consecutive_misses=MAX_CONSECUTIVE_MISSES, command_timeout=10 * spec.control_period
+    )
+    config = replace(base, rate=args.rate, limits=longest)
     if args.prewarm is not None:
         config = replace(config, prewarm=args.prewarm)
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
 
     print(f"\n== deployed loop: {args.rate:g} Hz for {args.seconds:g} s, robot process stepping door at 100 Hz ==")
-    log = work / "run.npz"
-    result = Supervisor(policy_path, config, args.seconds, log, seed=0, out=sys.stderr).run()
-    columns, meta = load_log(log)
+    run_dir = work / "run"
+    result = Supervisor(policy_path, config, args.seconds, run_dir, seed=0, out=sys.stderr).run()
+    if not result.ok:
+        print(f"the run FAILED: {'; '.join(result.problems)} (figures below cover the steps before it)")
+    columns, meta = load_log(run_dir / CONTROLLER_LOG)
     summary = summarize(columns, meta["period"])
     run = columns["mode"] == 1
     step_us = ((columns["t_sent"] - columns["t_wake"]) * 1e6)[run]

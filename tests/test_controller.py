@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ from onnx_helpers import REFERENCE, AdversarialPolicy, DapgDoorExpert, small_act
 
 from awac_robot.cli import main
 from awac_robot.control import safety
+from awac_robot.control.channels import CONTROLLER_LAYOUT, read_fields
 from awac_robot.control.limits import default_config, default_limits
 from awac_robot.control.runlog import load_log
 from awac_robot.control.shm import Slot
-from awac_robot.control.supervisor import Supervisor
+from awac_robot.control.supervisor import CONTROLLER_LOG, SUPERVISOR_LOG, Supervisor
 from awac_robot.envs import get_spec
 from awac_robot.export import ActorToExport, export_actor, rollout_observations
 
@@ -37,10 +39,10 @@ def deploy(tmp_path: Path, task: str, policy_module, duration: float, on_tick=No
     spec = get_spec(task)
     policy = write_policy(policy_module, spec, tmp_path / f"{task}.onnx")
     config = replace(default_config(spec), **config_changes)
-    log = tmp_path / "run.npz"
-    supervisor = Supervisor(policy, config, duration, log, seed=1, out=sys.stderr)
+    run_dir = tmp_path / "run"
+    supervisor = Supervisor(policy, config, duration, run_dir, seed=1, out=sys.stderr)
     result = supervisor.run(on_tick)
-    columns, meta = load_log(log)
+    columns, meta = load_log(run_dir / CONTROLLER_LOG)
     return columns, meta, result, safety.compile_limits(config.limits, config.period)
 
 
@@ -132,14 +134,17 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> None:
+def start_door_deploy(tmp_path: Path, log: Path, duration: float, **popen: Any) -> subprocess.Popen[str]:
+    """`awac-robot deploy` of a small door policy as its own process, its stdout piped."""
     spec = get_spec("door")
     policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
-    log = tmp_path / "killed.npz"
-    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", "30"]
-    supervisor = subprocess.Popen(
-        [*command, "--log", str(log)], stdout=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
-    )
+    command = [sys.executable, "-m", "awac_robot", "deploy", "--policy", str(policy), "--duration", str(duration)]
+    return subprocess.Popen([*command, "--log", str(log)], stdout=subprocess.PIPE, text=True, cwd=tmp_path, **popen)
+
+
+def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> None:
+    log = tmp_path / "killed"
+    supervisor = start_door_deploy(tmp_path, log, 30, start_new_session=True)
     pids: list[int] = []
     for line in supervisor.stdout:
         if line.startswith("deploy: robot pid"):
@@ -154,7 +159,7 @@ def test_killing_the_supervisor_stops_controller_and_robot(tmp_path: Path) -> No
     while not all(_dead(pid) for pid in pids) and time.monotonic() - killed < 10:
         time.sleep(0.02)
     assert all(_dead(pid) for pid in pids)
-    columns, meta = load_log(log)  # the controller held and wrote its log on the way out
+    columns, meta = load_log(log / CONTROLLER_LOG)  # the controller held and closed its log on the way out
     assert columns["mode"][-1] == 2 and columns["events"][-1] & safety.ESTOP and meta["exit"] == "signal"
     assert np.all(columns["mode"][:-1] == 1)
 
@@ -200,12 +205,56 @@ def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsy
     actor = ActorToExport(DapgDoorExpert(weights).eval(), spec, "dapg-expert", 0)
     policy = tmp_path / "policies" / "door.onnx"
     export_actor(actor, policy, rollout_observations(actor, 1000), "rollouts")
-    log = tmp_path / "door.npz"
+    log = tmp_path / "door-run"
     argv = ["deploy", "--policy", str(policy), "--limits", str(ROOT / "deploy" / "door.yaml"), "--duration", "2.3"]
     assert main([*argv, "--log", str(log), "--json"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n") :])  # the JSON summary follows the status lines
     assert summary["robot"]["episodes"] >= 1 and summary["robot"]["successes"] == summary["robot"]["episodes"]
     assert summary["safe_stop"] is None and summary["steps"] >= 200
-    columns, _ = load_log(log)
+    columns, _ = load_log(log / CONTROLLER_LOG)
     assert np.all(columns["mode"][:-1] == 1) and columns["obs"][:, 28].max() >= 1.35  # door hinge opened
+
+
+def test_a_deploy_whose_robot_died_fails_and_says_so(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    deploy = start_door_deploy(tmp_path, run_dir, 20, stderr=subprocess.PIPE)
+    assert deploy.stdout is not None
+    for line in deploy.stdout:
+        if line.startswith("deploy: robot pid"):
+            os.kill(int(line.split()[3]), signal.SIGKILL)
+            break
+    out, err = deploy.communicate(timeout=60)
+    assert deploy.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("awac-robot deploy: FAILED: robot process exited with code -9")
+    assert "controller:" in out  # the summary of what the controller logged is still printed
+    assert "FAILED: robot process exited with code -9" in (run_dir / SUPERVISOR_LOG).read_text()
+    columns, meta = load_log(run_dir / CONTROLLER_LOG)
+    assert columns["mode"][-1] == 2 and meta["exit"] == "signal"  # held, then stopped by the supervisor
+
+
+def test_an_unwritable_or_used_log_folder_is_refused_before_starting(tmp_path: Path, capsys) -> None:
+    spec = get_spec("door")
+    policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    for log, says in ((not_a_folder / "run", "cannot write the run log folder"), (tmp_path, "already holds a run")):
+        assert main(["deploy", "--policy", str(policy), "--duration", "1", "--log", str(log)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "--log" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.onnx", "file"]
+
+
+def test_a_slot_left_mid_write_reads_as_never_written() -> None:
+    """A writer stopped (SIGSTOP) or killed inside Slot.write leaves its sequence number odd for good:
+    the supervisor must not wait on it forever, and must see its heartbeat as lost."""
+    slot = Slot.create(CONTROLLER_LAYOUT.size)
+    try:
+        values = np.full(CONTROLLER_LAYOUT.size, 7.0)
+        slot.write(values)
+        assert read_fields(slot, CONTROLLER_LAYOUT)["stamp"][0] == 7.0
+        slot._seq[0] = slot._seq[0] + 1  # the first half of a write, and then nothing
+        fields = read_fields(slot, CONTROLLER_LAYOUT)
+        assert fields["stamp"][0] == 0.0 and fields["state"][0] == 0.0
+    finally:
+        slot.close()

@@ -93,7 +93,7 @@ def test_export_refuses_a_graph_that_disagrees_with_torch(tmp_path: Path) -> Non
 
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             out = self.actor(obs)
-            return out + 1e-3 if torch.onnx.is_in_onnx_export() else out
+            return torch.clamp(out + 1e-3, -1.0, 1.0) if torch.onnx.is_in_onnx_export() else out  # still bounded
 
     actor = ActorToExport(DriftsInExport(), DOOR, "drift", 1)
     obs = rollout_observations(ActorToExport(small_actor(DOOR), DOOR, "r", 0), 1000)
@@ -133,3 +133,68 @@ def test_policy_demonstrator_checks_sizes_and_acts(tmp_path: Path) -> None:
     assert action.dtype == np.float32 and action.shape == (DOOR.act_dim,) and np.all(np.abs(action) <= 1)
     with pytest.raises(SpecMismatch, match="observation"):
         demo.act(obs[:-1])
+
+
+def _graph_with_outputs(path: Path, outputs: dict[str, tuple[int, int]], action_type: int = onnx.TensorProto.FLOAT):
+    """An ONNX file with awac-robot door metadata whose outputs are obs @ W of the given (rows, width)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from awac_robot.export import policy_metadata
+
+    nodes, inits, outs = [], [], []
+    for name, (_, width) in outputs.items():
+        kind = action_type if name == "action" else TensorProto.FLOAT
+        weights = np.full((DOOR.obs_dim, width), 0.01, dtype=np.float32 if kind == TensorProto.FLOAT else np.float64)
+        obs = "obs" if kind == TensorProto.FLOAT else "obs64"
+        inits.append(numpy_helper.from_array(weights, f"w_{name}"))
+        nodes.append(helper.make_node("MatMul", [obs, f"w_{name}"], [name]))
+        outs.append(helper.make_tensor_value_info(name, kind, ["batch", width]))
+    nodes.insert(0, helper.make_node("Cast", ["obs"], ["obs64"], to=TensorProto.DOUBLE))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", DOOR.obs_dim])], outs, inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for key, value in policy_metadata(ActorToExport(small_actor(DOOR), DOOR, "hand-made", 1)).to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_output_that_is_run_is_checked_by_name_shape_and_dtype(tmp_path: Path, capsys) -> None:
+    # the first output is 28 wide, the 'action' output (the one the controller runs) 1 wide: refused
+    path = _graph_with_outputs(tmp_path / "narrow.onnx", {"first": (1, 28), "action": (1, 1)})
+    with pytest.raises(SpecMismatch, match=r"output 'action' has shape \['batch', 1\].*\[batch, 28\]"):
+        OnnxPolicy(path)
+    assert main(["deploy", "--policy", str(path), "--duration", "1", "--log", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "output 'action'" in err and "\n" not in err and not (tmp_path / "run").exists()
+    wrong_type = _graph_with_outputs(tmp_path / "double.onnx", {"action": (1, 28)}, onnx.TensorProto.DOUBLE)
+    with pytest.raises(SpecMismatch, match=r"output 'action' is tensor\(double\)"):
+        OnnxPolicy(wrong_type)
+    right = OnnxPolicy(_graph_with_outputs(tmp_path / "ok.onnx", {"first": (1, 5), "action": (1, 28)}))
+    assert right(np.ones(DOOR.obs_dim, np.float32)).shape == (DOOR.act_dim,)
+
+
+class Unbounded(torch.nn.Module):
+    """A linear actor, or one clamped to `limit`: its outputs can leave [-1, 1] unless limit <= 1."""
+
+    def __init__(self, limit: float | None) -> None:
+        super().__init__()
+        self.layer, self.limit = torch.nn.Linear(DOOR.obs_dim, DOOR.act_dim), limit
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.layer(obs) * 0.001  # small on the verification observations: only the structure can tell
+        return out if self.limit is None else torch.clamp(out, -self.limit, self.limit)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_export_refuses_a_policy_whose_graph_does_not_bound_its_output(tmp_path: Path) -> None:
+    obs = rollout_observations(ActorToExport(small_actor(DOOR), DOOR, "r", 0), 1000)
+    out = tmp_path / "door.onnx"
+    with pytest.raises(ExportError, match="comes from a Mul node, which does not bound it"):
+        export_actor(ActorToExport(Unbounded(None), DOOR, "linear", 1), out, obs, "rollouts")
+    with pytest.raises(ExportError, match=r"bounds its output to \[-2, 2\], outside the action bounds \[-1, 1\]"):
+        export_actor(ActorToExport(Unbounded(2.0), DOOR, "clamp2", 1), out, obs, "rollouts")
+    assert list(tmp_path.iterdir()) == []
+    export_actor(ActorToExport(Unbounded(1.0), DOOR, "clamp1", 1), out, obs, "rollouts")  # a clamp to the bounds
+    assert out.exists()

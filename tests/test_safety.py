@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from awac_robot.control import safety
-from awac_robot.control.limits import LimitsError, SafetyLimits, default_limits, load_config
+from awac_robot.control.limits import LimitsError, default_limits, load_config
 from awac_robot.envs import get_spec
 
 DOOR, PUSH = get_spec("door"), get_spec("push")
@@ -152,5 +152,3 @@ def test_limits_file_overrides_and_rejects(tmp_path: Path) -> None:
     path.write_text("task: push\n")
     with pytest.raises(LimitsError, match="for task 'push'"):
         load_config(path, DOOR)
-    with pytest.raises(LimitsError, match="max_rate"):
-        SafetyLimits(act_low=(-1.0,), act_high=(1.0,), max_rate=(0.0,))

@@ -87,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     )
     _step(
         "4/4 deploy: controller process + simulated robot, behind the safety layer",
-        ["deploy", "--policy", str(policy), "--duration", str(args.duration), "--log", str(out / "deploy-log.npz")],
+        ["deploy", "--policy", str(policy), "--duration", str(args.duration), "--log", str(out / "deploy-logs")],
     )
     print(
         f"\nDone. Everything is in {out}/: the demonstration store ({store.name}; 'awac-robot demos info {store}'),"
         f" the training run (run/: config.yaml, metrics.jsonl, curve.png, checkpoints), the ONNX policy and its"
-        f" card ({policy.name}), and the controller's log (deploy-log.npz; format in docs/deploy.md)."
+        f" card ({policy.name}), and the controller and robot run logs (deploy-logs/; format in docs/deploy.md)."
     )
     return 0

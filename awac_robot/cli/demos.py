@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from awac_robot.cli import minari_commands
 from awac_robot.cli.collect import default_store
 from awac_robot.cli.errors import UserError
 from awac_robot.importers import import_dapg
@@ -16,8 +17,8 @@ from awac_robot.store_ops import describe, merge_stores
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demos",
-        help="inspect, merge and import demo stores",
-        description="Inspect, merge and import Zarr demo stores (format: docs/store.md).",
+        help="inspect, merge, import and export demo stores",
+        description="Inspect, merge, import and export Zarr demo stores (format: docs/store.md).",
     )
     actions = parser.add_subparsers(dest="demos_command", metavar="ACTION", required=True)
 
@@ -31,11 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(handler=_user_errors(run_merge))
 
     imports = actions.add_parser("import", help="import demonstrations recorded by another project")
-    imports.add_argument("format", choices=("dapg",), help="file format (dapg: the DAPG/Adroit demo pickles)")
-    imports.add_argument("file", type=Path, help="file to import")
-    imports.add_argument("--task", required=True, help="task the demos were recorded in, e.g. door")
-    imports.add_argument("--store", type=Path, help="store to append to, created if missing (default demos/TASK.zarr)")
-    imports.set_defaults(handler=_user_errors(run_import))
+    import_formats = imports.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    dapg = import_formats.add_parser("dapg", help="the DAPG/Adroit demo pickles")
+    dapg.add_argument("file", type=Path, help="file to import")
+    dapg.add_argument("--task", required=True, help="task the demos were recorded in, e.g. door")
+    dapg.add_argument("--store", type=Path, help="store to append to, created if missing (default demos/TASK.zarr)")
+    dapg.set_defaults(handler=_user_errors(run_import))
+
+    exports = actions.add_parser("export", help="write a store in another project's format")
+    export_formats = exports.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    minari_commands.register(import_formats, export_formats, _user_errors)
 
 
 def _user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

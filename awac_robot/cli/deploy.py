@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,18 +33,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run an exported policy on the simulated robot behind the safety layer",
         description=(
             "Start the simulated robot process and a fixed-rate controller process running the ONNX policy behind "
-            "the safety limits; print live status, and a summary at the end. Ctrl-C stops cleanly (the robot holds)."
+            "the safety limits; print live status, and a summary at the end. Ctrl-C stops cleanly (the robot holds). "
+            "Exits 1 if the run failed (a process died, a heartbeat stopped, the robot held on its own)."
         ),
     )
     deploy.add_argument("--policy", type=Path, required=True, help="ONNX policy from 'awac-robot export'")
     deploy.add_argument("--task", help="task the robot runs (default: the policy's task; a mismatch refuses to start)")
-    deploy.add_argument("--rate", type=float, help="controller rate in Hz (default: limits file, else the task's)")
-    deploy.add_argument(
-        "--limits", type=Path, help="controller and safety limits (default deploy/TASK.yaml if present)"
+    deploy.add_argument("--rate", type=float, help="controller rate in Hz (default: the limits file's)")
+    limits = deploy.add_mutually_exclusive_group()
+    limits.add_argument(
+        "--limits", type=Path, help="controller and safety limits file (default: the one shipped for the task)"
+    )
+    limits.add_argument(
+        "--no-limits-file",
+        action="store_true",
+        help="run without a limits file, behind the task's built-in default bounds (derived from the task spec)",
     )
     deploy.add_argument("--duration", type=float, default=30.0, help="seconds to run (0: until Ctrl-C)")
     deploy.add_argument("--estop-file", help="creating this file e-stops the controller")
-    deploy.add_argument("--log", type=Path, help="run log (.npz; default deploy/logs/TASK-TIME.npz)")
+    deploy.add_argument(
+        "--log", type=Path, help="run folder for the logs (must not exist or be empty; default deploy/logs/TASK-TIME)"
+    )
     deploy.add_argument("--seed", type=int, default=0, help="seed of the simulated task")
     deploy.add_argument("--json", action="store_true", help="print the summary as JSON")
     deploy.set_defaults(handler=run_deploy)
@@ -76,7 +86,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from awac_robot.control.limits import LimitsError, default_config, load_config, with_overrides
+    from awac_robot.control.limits import (
+        LimitsError,
+        default_config,
+        load_config,
+        shipped_limits_file,
+        shipped_tasks,
+        with_overrides,
+    )
     from awac_robot.control.runlog import format_summary
     from awac_robot.control.supervisor import DeployError, Supervisor
     from awac_robot.envs import get_spec
@@ -86,23 +103,35 @@ def run_deploy(args: argparse.Namespace) -> int:
     task = args.task or policy.spec.name
     spec = get_spec(task)
     policy.check_spec(spec)
-    limits = args.limits or Path("deploy") / f"{task}.yaml"
     try:
-        if args.limits is None and not limits.exists():
-            config = default_config(spec)
-            print(f"deploy: no {limits}; using the safety defaults of task {task}")
+        if args.no_limits_file:
+            config, said = default_config(spec), f"built-in default bounds of task {spec.name} (--no-limits-file)"
+        elif args.limits is not None:
+            config, said = load_config(args.limits, spec), f"{args.limits} (--limits)"
         else:
-            config = load_config(limits, spec)
-        config = with_overrides(config, rate=args.rate, estop_file=args.estop_file)
+            shipped = shipped_limits_file(spec.name)
+            if shipped is None:
+                raise UserError(
+                    f"no limits file for task '{spec.name}' (shipped: {', '.join(shipped_tasks())}): pass --limits "
+                    f"FILE, or --no-limits-file to run behind the task's built-in default bounds"
+                )
+            config, said = load_config(shipped, spec), f"{shipped} (shipped with awac-robot)"
+        config = with_overrides(config, spec, rate=args.rate, estop_file=args.estop_file)
     except LimitsError as exc:
         raise UserError(str(exc)) from None
-    log = args.log or Path("deploy") / "logs" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    print(f"deploy: limits in force: {said}", flush=True)
+    run_dir = args.log or Path("deploy") / "logs" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        result = Supervisor(args.policy, config, args.duration or None, log, seed=args.seed).run()
+        result = Supervisor(args.policy, config, args.duration or None, run_dir, seed=args.seed).run()
     except DeployError as exc:
         raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps({"log": str(result.log_path), "robot": result.robot, **result.summary}, indent=2))
+        print(
+            json.dumps(
+                {"log": str(result.run_dir), "robot": result.robot, "problems": result.problems, **result.summary},
+                indent=2,
+            )
+        )
     else:
         print(format_summary(result.summary))
         robot = result.robot
@@ -110,5 +139,8 @@ def run_deploy(args: argparse.Namespace) -> int:
             f"robot: {robot['sim_steps']} simulator steps, {robot['episodes']} episodes ended, "
             f"{robot['successes']} solved, {robot['overruns']} simulator overruns"
         )
-        print(f"log: {result.log_path}  (format: docs/deploy.md)")
+        print(f"logs: {result.run_dir}/  (format: docs/deploy.md)")
+    if not result.ok:
+        print(f"awac-robot deploy: FAILED: {'; '.join(result.problems)}", file=sys.stderr)
+        return 1
     return 0

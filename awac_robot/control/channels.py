@@ -2,10 +2,12 @@
 
 One writer per slot:
     obs         robot -> controller   the latest observation, its timestamp, the command the robot applies
-    command     controller -> robot   the latest command and whether it is a hold
+    command     controller -> robot   the latest command, its sequence number, whether it is a hold, the
+                                      observation it answers (the robot's watchdog judges freshness by these)
     controller  controller -> super.  heartbeat, step count, misses, event counts, latency histogram
-    robot       robot -> supervisor   heartbeat, simulator steps, episodes, successes, overruns
-    supervisor  supervisor -> both    e-stop (controller holds), stop (controller holds and exits), stop robot
+    robot       robot -> supervisor   heartbeat, simulator steps, episodes, successes, overruns, why it holds
+    supervisor  supervisor -> both    e-stop (controller holds), stop (controller holds and exits), stop robot,
+                                      hold robot (the robot holds, latched, whatever the controller sends)
 
 Timestamps are `time.perf_counter()` seconds (CLOCK_MONOTONIC on Linux), one clock for every process.
 """
@@ -53,7 +55,7 @@ def obs_layout(spec: TaskSpec) -> Layout:
 
 
 def command_layout(spec: TaskSpec) -> Layout:
-    return Layout((("stamp", 1), ("mode", 1), ("obs_version", 1), ("command", spec.act_dim)))
+    return Layout((("stamp", 1), ("seq", 1), ("mode", 1), ("obs_version", 1), ("command", spec.act_dim)))
 
 
 CONTROLLER_LAYOUT = Layout(
@@ -67,8 +69,10 @@ CONTROLLER_LAYOUT = Layout(
         ("latency_hist", HIST_BINS),
     )
 )
-ROBOT_LAYOUT = Layout((("stamp", 1), ("sim_steps", 1), ("episodes", 1), ("successes", 1), ("overruns", 1)))
-SUPERVISOR_LAYOUT = Layout((("estop", 1), ("stop", 1), ("stop_robot", 1)))
+ROBOT_LAYOUT = Layout(
+    (("stamp", 1), ("sim_steps", 1), ("episodes", 1), ("successes", 1), ("overruns", 1), ("held_by", 1))
+)
+SUPERVISOR_LAYOUT = Layout((("estop", 1), ("stop", 1), ("stop_robot", 1), ("hold_robot", 1)))
 
 
 @dataclass
@@ -107,9 +111,14 @@ class Channels:
             getattr(self, key).close()
 
 
-def read_fields(slot: Slot, layout: Layout) -> dict[str, np.ndarray]:
-    """One consistent read of a slot, split into its named fields (for the supervisor, not the hot loop)."""
-    values = np.empty(layout.size)
-    while slot.read(values) < 0:
+def read_fields(slot: Slot, layout: Layout, patience: float = 0.05) -> dict[str, np.ndarray]:
+    """One consistent read of a slot, split into its named fields (for the supervisor, not the hot loop).
+
+    A writer stopped or killed in the middle of a write leaves the slot unreadable for good; after
+    `patience` seconds this returns zeros, as if never written, so its heartbeat (stamp 0) reads as lost.
+    """
+    values = np.zeros(layout.size)
+    deadline = time.monotonic() + patience
+    while slot.read(values) < 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     return {name: values[layout[name]] for name, _ in layout.fields}

@@ -5,7 +5,9 @@ Every period the loop reads the newest observation, decides whether a safe stop 
 the action through the safety layer and sends the command, then sleeps to the next
 absolute period boundary. A safe stop latches: the robot is told to hold its pose and
 every later period repeats the hold until the run ends. A signal (SIGTERM, SIGINT, the
-supervisor dying) or the supervisor's stop request holds and then ends the loop.
+supervisor dying) or the supervisor's stop request holds and then ends the loop; so does an
+exception inside it. Each step's log row is on disk before the next period starts
+(runlog.py), so a killed controller leaves its whole log behind.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from awac_robot.control.channels import (
     SUPERVISOR_LAYOUT,
     Channels,
 )
-from awac_robot.control.limits import DeployConfig
+from awac_robot.control.limits import DeployConfig, check_config
 from awac_robot.control.robot import RobotInterface, ShmRobot
 from awac_robot.control.rt import die_with_parent, next_boundary, set_realtime, sleep_until
-from awac_robot.control.runlog import RunLog
+from awac_robot.control.runlog import RunLog, controller_columns
 from awac_robot.control.safety import EVENTS, HOLD, compile_limits, filter_action, hold_command, stop_reasons
 from awac_robot.envs import get_spec
 from awac_robot.onnx_policy import OnnxPolicy
@@ -65,11 +67,12 @@ class ControllerConfig:
 class Controller:
     """The loop and its bookkeeping (log rows, event counts, latency histogram, status slot)."""
 
-    def __init__(self, policy: OnnxPolicy, robot: RobotInterface, channels: Channels, config: DeployConfig) -> None:
-        self.policy, self.robot, self.channels, self.config = policy, robot, channels, config
+    def __init__(
+        self, policy: OnnxPolicy, robot: RobotInterface, channels: Channels, config: DeployConfig, log: RunLog
+    ) -> None:
+        self.policy, self.robot, self.channels, self.config, self.log = policy, robot, channels, config, log
         spec = robot.spec
         self.lim = compile_limits(config.limits, config.period)
-        self.log = RunLog(spec.obs_dim, spec.act_dim)
         self.exit_requested = False  # set by signal handlers: hold, then end the loop
         self._sup = np.zeros(SUPERVISOR_LAYOUT.size)
         self._status = np.zeros(CONTROLLER_LAYOUT.size)
@@ -81,6 +84,13 @@ class Controller:
         self.exit_requested = True
 
     def run(self, duration: float | None, parent_pid: int | None = None) -> None:
+        """The loop; whatever ends it (including an exception), the robot is told to hold on the way out."""
+        try:
+            self._loop(duration, parent_pid)
+        finally:
+            self.robot.hold()
+
+    def _loop(self, duration: float | None, parent_pid: int | None) -> None:
         cfg, lim, robot, log = self.config, self.lim, self.robot, self.log
         period, spin, estop_file, prewarm = cfg.period, cfg.spin, cfg.estop_file, cfg.prewarm
         obs, _ = robot.read_observation()  # also refreshes applied_command()
@@ -123,19 +133,20 @@ class Controller:
                 mode = 1
             t_sent = time.perf_counter()
             boundary_next, missed = next_boundary(boundary, period, t_sent)
-            row, chunk = log.next_row(), log.chunk
-            chunk["t_boundary"][row] = boundary
-            chunk["t_wake"][row] = t_wake
-            chunk["t_infer"][row] = t_infer
-            chunk["t_sent"][row] = t_sent
-            chunk["obs_stamp"][row] = stamp
-            chunk["obs"][row] = obs
-            chunk["raw_action"][row] = raw
-            chunk["command"][row] = command
-            chunk["applied"][row] = robot.applied_command()
-            chunk["mode"][row] = mode
-            chunk["events"][row] = events
-            chunk["missed"][row] = missed
+            row = log.row
+            row["t_boundary"][0] = boundary
+            row["t_wake"][0] = t_wake
+            row["t_infer"][0] = t_infer
+            row["t_sent"][0] = t_sent
+            row["obs_stamp"][0] = stamp
+            row["obs"][0] = obs
+            row["raw_action"][0] = raw
+            row["command"][0] = command
+            row["applied"][0] = robot.applied_command()
+            row["mode"][0] = mode
+            row["events"][0] = events
+            row["missed"][0] = missed
+            log.append()
             last = command
             misses += missed
             consecutive = consecutive + missed if missed else 0
@@ -178,6 +189,7 @@ def controller_process_main(cfg: ControllerConfig) -> None:
     """Entry point of the controller process: `python -m awac_robot.control.controller CONFIG_JSON`."""
     die_with_parent(cfg.parent_pid)
     spec = get_spec(cfg.deploy.task)
+    check_config(cfg.deploy, spec)
     policy = OnnxPolicy(cfg.policy)
     policy.check_spec(spec)
     channels = Channels.attach(cfg.channel_names, spec)
@@ -187,24 +199,27 @@ def controller_process_main(cfg: ControllerConfig) -> None:
             raise SystemExit(f"controller: no observation from the robot within {START_TIMEOUT:g} s")
         time.sleep(0.005)
     robot = ShmRobot(channels, spec)
-    controller = Controller(policy, robot, channels, cfg.deploy)
+    scheduling = set_realtime(cfg.deploy.priority)  # only now: loading the policy is no real-time work
+    meta = {
+        "task_spec": spec.to_dict(),
+        "deploy": cfg.deploy.to_dict(),
+        "policy": cfg.policy,
+        "policy_metadata": asdict(policy.metadata),
+        "period": cfg.deploy.period,
+        "modes": {"1": "command", "2": "hold"},
+        "event_bits": EVENTS,
+        "scheduling": scheduling,
+    }
+    log = RunLog(Path(cfg.log_path), controller_columns(spec.obs_dim, spec.act_dim), meta)
+    controller = Controller(policy, robot, channels, cfg.deploy, log)
     signal.signal(signal.SIGTERM, controller.request_exit)
     signal.signal(signal.SIGINT, controller.request_exit)
-    scheduling = set_realtime(cfg.deploy.priority)  # only now: loading the policy is no real-time work
+    exit_reason = "error"
     try:
         controller.run(cfg.duration, cfg.parent_pid)
+        exit_reason = "signal" if controller.exit_requested else "normal"
     finally:
-        meta = {
-            "task_spec": spec.to_dict(),
-            "deploy": cfg.deploy.to_dict(),
-            "policy": cfg.policy,
-            "policy_metadata": asdict(policy.metadata),
-            "period": cfg.deploy.period,
-            "modes": {"1": "command", "2": "hold"},
-            "exit": "signal" if controller.exit_requested else "normal",
-            "scheduling": scheduling,
-        }
-        controller.log.save(Path(cfg.log_path), meta)
+        log.close({"exit": exit_reason})
         channels.close()
 
 

@@ -1,13 +1,19 @@
 """Safety limits and controller settings: `deploy/<task>.yaml`, with every default derived from the TaskSpec.
 
 A limits file only needs to say what differs from the defaults, so a reviewer reads the
-deviations and the task spec, not a wall of numbers. Values are checked here, once, so the
-safety layer itself never has to handle a malformed limit.
+deviations and the task spec, not a wall of numbers. Every value is checked here, once,
+against a range the task itself sets (`check_config`): a limit that is NaN, infinite or
+merely huge would switch its check off without a word, and the safety layer and the robot
+process rely on never seeing one. The files ship inside the package (`awac_robot.limit_files`,
+from the repository's deploy/ folder) like the task YAMLs, so `deploy` finds the same
+limits from any working directory.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +28,14 @@ WORKSPACE_OBS_NAMES = ("grip_pos_x", "grip_pos_y", "grip_pos_z")
 WORKSPACE_ACT_NAMES = ("dx", "dy", "dz")
 #: Fetch: metres moved per task step by a delta action of 1.0 (gymnasium-robotics fetch_env.py)
 FETCH_DELTA_SCALE = 0.05
-#: a box around the Fetch table the gripper never needs to leave (x, y, z in metres)
+#: a box around the Fetch table the gripper never needs to leave (x, y, z in metres): no limits file may widen it
 FETCH_WORKSPACE = ((1.0, 0.35, 0.40), (1.65, 1.15, 0.95))
+#: the fastest controller rate a limits file may ask for (Hz)
+MAX_RATE = 5000.0
+#: SCHED_FIFO priorities Linux accepts (0: normal scheduling)
+MAX_PRIORITY = 99
+#: the most deadline misses in a row a limits file may tolerate before the safe stop
+MAX_CONSECUTIVE_MISSES = 20
 
 
 class LimitsError(ValueError):
@@ -32,7 +44,7 @@ class LimitsError(ValueError):
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """What the safety layer enforces; all per-dimension tuples have act_dim entries."""
+    """What the safety layer and the robot process enforce; all per-dimension tuples have act_dim entries."""
 
     act_low: tuple[float, ...]
     act_high: tuple[float, ...]
@@ -53,30 +65,8 @@ class SafetyLimits:
     stale_after: float = 0.05
     #: more than this many deadline misses in a row is a safe stop
     max_consecutive_misses: int = 5
-
-    def __post_init__(self) -> None:
-        n = len(self.act_low)
-        for name in ("act_high", "max_rate"):
-            if len(getattr(self, name)) != n:
-                raise LimitsError(f"safety limit '{name}' needs {n} entries, got {len(getattr(self, name))}")
-        if any(lo >= hi for lo, hi in zip(self.act_low, self.act_high, strict=True)):
-            raise LimitsError("safety limits: every act_low must be below act_high")
-        if any(r <= 0 for r in self.max_rate):
-            raise LimitsError("safety limit 'max_rate' must be positive in every dimension")
-        if any(not 0 <= d < n for d in self.rate_dims):
-            raise LimitsError(f"safety limit 'rate_dims' must be action indices in [0, {n})")
-        if any(not self.act_low[d] <= 0.0 <= self.act_high[d] for d in self.rate_dims):
-            raise LimitsError("safety limits: the bounds of every rate_dims entry must include 0 (0 is 'stop')")
-        half_span = min(hi - lo for lo, hi in zip(self.act_low, self.act_high, strict=True)) / 2
-        if not 0 <= self.joint_margin < half_span:
-            raise LimitsError(f"safety limit 'joint_margin' must be in [0, {half_span:g})")
-        box = (self.workspace_obs, self.workspace_act, self.workspace_low, self.workspace_high)
-        if len({len(part) for part in box}) != 1:
-            raise LimitsError("safety limits: workspace_obs, _act, _low and _high must have the same length")
-        if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high, strict=True)):
-            raise LimitsError("safety limits: every workspace_low must be below workspace_high")
-        if self.stale_after <= 0 or self.max_consecutive_misses < 0 or self.workspace_scale <= 0:
-            raise LimitsError("safety limits: stale_after and workspace_scale must be > 0, max_consecutive_misses >= 0")
+    #: the robot process holds by itself once no fresh command arrived for this long (seconds)
+    command_timeout: float = 0.03
 
     @property
     def act_dim(self) -> int:
@@ -99,16 +89,8 @@ class DeployConfig:
     prewarm: float = 0.00015
     #: SCHED_FIFO priority of the controller (the robot process gets one less); 0 = normal scheduling
     priority: int = 10
+    #: where these values came from (a file, or the task's built-in defaults), for errors and the run log
     source: str = ""
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0:
-            raise LimitsError(f"{self.source or 'deploy config'}: field 'rate' must be positive")
-        if not 0 <= self.prewarm < self.period or not 0 <= self.spin < self.period:
-            raise LimitsError(
-                f"{self.source or 'deploy config'}: rate {self.rate:g} Hz leaves a {self.period * 1e6:.0f} us period; "
-                f"'prewarm' ({self.prewarm * 1e6:.0f} us) and 'spin' ({self.spin * 1e6:.0f} us) must be shorter"
-            )
 
     @property
     def period(self) -> float:
@@ -119,7 +101,7 @@ class DeployConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeployConfig:
-        limits = {k: tuple(v) if isinstance(v, list) else v for k, v in data["limits"].items()}
+        limits: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["limits"].items()}
         return cls(**{**data, "limits": SafetyLimits(**limits)})
 
 
@@ -128,15 +110,25 @@ def motion_dims(spec: TaskSpec) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(spec.act_names) if name in WORKSPACE_ACT_NAMES or name.endswith("_vel"))
 
 
+def workspace_indices(spec: TaskSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(observation indices of the end effector, action dims moving it), or ((), ()) for a task without them."""
+    if all(n in spec.obs_names for n in WORKSPACE_OBS_NAMES) and all(n in spec.act_names for n in WORKSPACE_ACT_NAMES):
+        obs = tuple(spec.obs_names.index(n) for n in WORKSPACE_OBS_NAMES)
+        return obs, tuple(spec.act_names.index(n) for n in WORKSPACE_ACT_NAMES)
+    return (), ()
+
+
 def default_limits(spec: TaskSpec) -> SafetyLimits:
     """Limits that fit any policy for `spec`: bounds from the spec, a rate limit of one full span in
-    five task periods, the tabletop workspace or the dexterous joint margin, stale after five periods."""
+    five task periods, the tabletop workspace or the dexterous joint margin, stale after five periods,
+    and a robot-side watchdog of three task periods."""
     span = np.subtract(spec.act_high, spec.act_low)
+    ws_obs, ws_act = workspace_indices(spec)
     workspace: dict[str, Any] = {}
-    if all(n in spec.obs_names for n in WORKSPACE_OBS_NAMES) and all(n in spec.act_names for n in WORKSPACE_ACT_NAMES):
+    if ws_obs:
         workspace = dict(
-            workspace_obs=tuple(spec.obs_names.index(n) for n in WORKSPACE_OBS_NAMES),
-            workspace_act=tuple(spec.act_names.index(n) for n in WORKSPACE_ACT_NAMES),
+            workspace_obs=ws_obs,
+            workspace_act=ws_act,
             workspace_low=FETCH_WORKSPACE[0],
             workspace_high=FETCH_WORKSPACE[1],
         )
@@ -147,15 +139,37 @@ def default_limits(spec: TaskSpec) -> SafetyLimits:
         rate_dims=motion_dims(spec),
         joint_margin=0.02 if spec.domain == "dexterous" else 0.0,
         stale_after=5 * spec.control_period,
+        command_timeout=3 * spec.control_period,
         **workspace,
     )
 
 
 def default_config(spec: TaskSpec) -> DeployConfig:
-    return DeployConfig(task=spec.name, rate=spec.control_rate, limits=default_limits(spec))
+    config = DeployConfig(
+        task=spec.name, rate=spec.control_rate, limits=default_limits(spec), source=f"built-in limits of {spec.name}"
+    )
+    check_config(config, spec)
+    return config
 
+
+def shipped_limits_file(task: str) -> Path | None:
+    """The limits file for `task` shipped with awac-robot (deploy/<task>.yaml), if there is one."""
+    path = Path(str(resources.files("awac_robot.limit_files").joinpath(f"{task}.yaml")))
+    return path if path.is_file() else None
+
+
+def shipped_tasks() -> list[str]:
+    root = resources.files("awac_robot.limit_files")
+    return sorted(Path(str(p)).stem for p in root.iterdir() if str(p).endswith(".yaml"))
+
+
+# ---------------------------------------------------------------- reading a file
 
 _TOP_FIELDS = {"task", "rate", "estop_file", "spin", "prewarm", "priority", "safety"}
+_PER_DIM = ("act_low", "act_high", "max_rate")
+_INDEX_LISTS = ("rate_dims", "workspace_obs", "workspace_act")
+_BOXES = ("workspace_low", "workspace_high")
+_INTS = ("max_consecutive_misses",)
 
 
 def load_config(path: str | Path, spec: TaskSpec) -> DeployConfig:
@@ -168,31 +182,155 @@ def load_config(path: str | Path, spec: TaskSpec) -> DeployConfig:
     base = default_config(spec)
     safety = data.get("safety") or {}
     if not isinstance(safety, dict):
-        raise LimitsError(f"{where}: field 'safety' must be a mapping")
+        raise LimitsError(f"{where}: field 'safety' must be a mapping of limits")
     reject_unknown(safety, (f.name for f in fields(SafetyLimits)), where, LimitsError, "safety.")
-    per_dim = {"act_low", "act_high", "max_rate"}
     changes: dict[str, Any] = {}
     for key, value in safety.items():
-        if key in per_dim and isinstance(value, (int, float)):
-            value = (float(value),) * spec.act_dim
-        changes[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        limits = replace(base.limits, **changes)
-        return DeployConfig(
-            task=spec.name,
-            rate=float(data.get("rate", base.rate)),
-            limits=limits,
-            estop_file=data.get("estop_file"),
-            spin=float(data.get("spin", base.spin)),
-            prewarm=float(data.get("prewarm", base.prewarm)),
-            priority=int(data.get("priority", base.priority)),
-            source=where,
-        )
-    except (LimitsError, TypeError, ValueError) as exc:
-        raise LimitsError(f"{where}: {exc}") from None
+        field = f"safety.{key}"
+        if key in _PER_DIM:
+            changes[key] = _numbers(value, spec.act_dim, where, field, fan_out=True)
+        elif key in _BOXES:
+            changes[key] = _numbers(value, len(value) if isinstance(value, list) else 3, where, field)
+        elif key in _INDEX_LISTS:
+            changes[key] = _integers(value, where, field)
+        elif key in _INTS:
+            changes[key] = _integer(value, where, field)
+        else:
+            changes[key] = _number(value, where, field)
+    estop = data.get("estop_file", base.estop_file)
+    if estop is not None and not isinstance(estop, str):
+        raise LimitsError(f"{where}: field 'estop_file' must be a path or null, got {estop!r}")
+    config = DeployConfig(
+        task=spec.name,
+        rate=_number(data["rate"], where, "rate") if "rate" in data else base.rate,
+        limits=replace(base.limits, **changes),
+        estop_file=estop,
+        spin=_number(data["spin"], where, "spin") if "spin" in data else base.spin,
+        prewarm=_number(data["prewarm"], where, "prewarm") if "prewarm" in data else base.prewarm,
+        priority=_integer(data["priority"], where, "priority") if "priority" in data else base.priority,
+        source=where,
+    )
+    check_config(config, spec)
+    return config
 
 
-def with_overrides(config: DeployConfig, **changes: Any) -> DeployConfig:
-    """The config with command-line overrides (None means 'not given')."""
+def with_overrides(config: DeployConfig, spec: TaskSpec, **changes: Any) -> DeployConfig:
+    """The config with command-line overrides (None means 'not given'), checked again."""
     given = {k: v for k, v in changes.items() if v is not None}
-    return replace(config, **given) if given else config
+    if not given:
+        return config
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+    updated = replace(config, **given, source=f"{config.source} with {flags}")
+    check_config(updated, spec)
+    return updated
+
+
+def _shown(value: object) -> str:
+    hint = " (a string: YAML reads 1e-3 as text, write 1.0e-3)"
+    return f"{value!r}{hint}" if isinstance(value, str) else repr(value)
+
+
+def _number(value: object, where: str, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LimitsError(f"{where}: field '{field}' must be a number, got {_shown(value)}")
+    return float(value)
+
+
+def _integer(value: object, where: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LimitsError(f"{where}: field '{field}' must be an integer, got {_shown(value)}")
+    return value
+
+
+def _numbers(value: object, count: int, where: str, field: str, fan_out: bool = False) -> tuple[float, ...]:
+    if fan_out and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),) * count
+    if not isinstance(value, list) or len(value) != count:
+        scalar = "a number or " if fan_out else ""
+        raise LimitsError(f"{where}: field '{field}' must be {scalar}a list of {count} numbers, got {_shown(value)}")
+    return tuple(_number(v, where, f"{field}[{i}]") for i, v in enumerate(value))
+
+
+def _integers(value: object, where: str, field: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise LimitsError(f"{where}: field '{field}' must be a list of integers, got {_shown(value)}")
+    return tuple(_integer(v, where, f"{field}[{i}]") for i, v in enumerate(value))
+
+
+# ---------------------------------------------------------------- the ranges a task allows
+
+
+def _fail(where: str, field: str, allowed: str, got: object) -> LimitsError:
+    return LimitsError(f"{where}: field '{field}' must be {allowed}, got {got!r}")
+
+
+def _in_range(value: float, low: float, high: float, where: str, field: str, open_low: bool = False) -> None:
+    """`value` finite and in [low, high] (or (low, high] with open_low); NaN fails every comparison."""
+    ok = math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        raise _fail(where, field, f"a finite number in {'(' if open_low else '['}{low:g}, {high:g}]", value)
+
+
+def check_config(config: DeployConfig, spec: TaskSpec) -> None:
+    """Raise LimitsError (one line naming the source and the field, and the allowed range) unless every
+    value is finite and inside what `spec` allows. Run wherever a config enters: file, flags, each process."""
+    where = config.source or "deploy config"
+    if config.task != spec.name:
+        raise LimitsError(f"{where}: limits are for task '{config.task}', the policy is for '{spec.name}'")
+    _in_range(config.rate, spec.control_rate, MAX_RATE, where, "rate")
+    for name in ("spin", "prewarm"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and 0.0 <= value < config.period):
+            allowed = f"a finite number in [0, {config.period:g}) (seconds, below the period at {config.rate:g} Hz)"
+            raise _fail(where, name, allowed, value)
+    if not 0 <= config.priority <= MAX_PRIORITY:
+        raise _fail(where, "priority", f"an integer in [0, {MAX_PRIORITY}] (0: normal scheduling)", config.priority)
+    _check_limits(config.limits, spec, where)
+
+
+def _check_limits(lim: SafetyLimits, spec: TaskSpec, where: str) -> None:
+    n, period = spec.act_dim, spec.control_period
+    for name in _PER_DIM:
+        if len(getattr(lim, name)) != n:
+            allowed = f"{n} numbers (one per action of task {spec.name})"
+            raise _fail(where, f"safety.{name}", allowed, list(getattr(lim, name)))
+    for i in range(n):
+        lo, hi = spec.act_low[i], spec.act_high[i]
+        _in_range(lim.act_low[i], lo, hi, where, f"safety.act_low[{i}]")
+        if not (math.isfinite(lim.act_high[i]) and lim.act_low[i] < lim.act_high[i] <= hi):
+            allowed = f"a finite number in ({lim.act_low[i]:g}, {hi:g}]"
+            raise _fail(where, f"safety.act_high[{i}]", allowed, lim.act_high[i])
+        span = lim.act_high[i] - lim.act_low[i]
+        _in_range(lim.max_rate[i], 0.0, span / (2 * period), where, f"safety.max_rate[{i}]", open_low=True)
+    motion = motion_dims(spec)
+    if tuple(lim.rate_dims) != motion:
+        allowed = f"{list(motion)} (the motion dims of task {spec.name})"
+        raise _fail(where, "safety.rate_dims", allowed, list(lim.rate_dims))
+    for d in motion:
+        if not lim.act_low[d] <= 0.0 <= lim.act_high[d]:
+            raise _fail(where, f"safety.act_low[{d}]", "<= 0 <= act_high on a motion dim (0 is 'stop')", lim.act_low[d])
+    quarter = min(h - lo for lo, h in zip(lim.act_low, lim.act_high, strict=True)) / 4
+    _in_range(lim.joint_margin, 0.0, quarter, where, "safety.joint_margin")
+    ws_obs, ws_act = workspace_indices(spec)
+    if tuple(lim.workspace_obs) != ws_obs or tuple(lim.workspace_act) != ws_act:
+        allowed = f"{list(ws_obs)} and {list(ws_act)} (the end effector of task {spec.name})"
+        raise _fail(where, "safety.workspace_obs/_act", allowed, [list(lim.workspace_obs), list(lim.workspace_act)])
+    if ws_obs:
+        for name, values in (("workspace_low", lim.workspace_low), ("workspace_high", lim.workspace_high)):
+            if len(values) != 3:
+                raise _fail(where, f"safety.{name}", "3 numbers (x, y, z in metres)", list(values))
+        for i in range(3):
+            low, high = FETCH_WORKSPACE[0][i], FETCH_WORKSPACE[1][i]
+            _in_range(lim.workspace_low[i], low, high, where, f"safety.workspace_low[{i}]")
+            box_low = lim.workspace_low[i]
+            if not (math.isfinite(lim.workspace_high[i]) and box_low < lim.workspace_high[i] <= high):
+                allowed = f"a finite number in ({box_low:g}, {high:g}] (inside the table box)"
+                raise _fail(where, f"safety.workspace_high[{i}]", allowed, lim.workspace_high[i])
+        _in_range(lim.workspace_scale, FETCH_DELTA_SCALE, 1.0, where, "safety.workspace_scale")
+    elif lim.workspace_low or lim.workspace_high:
+        raise _fail(where, "safety.workspace_low/_high", f"empty (task {spec.name} has no workspace box)", "a box")
+    _in_range(lim.stale_after, period, 10 * period, where, "safety.stale_after")
+    _in_range(lim.command_timeout, 2 * period, 10 * period, where, "safety.command_timeout")
+    misses = lim.max_consecutive_misses
+    if isinstance(misses, bool) or not isinstance(misses, int) or not 0 <= misses <= MAX_CONSECUTIVE_MISSES:
+        raise _fail(where, "safety.max_consecutive_misses", f"an integer in [0, {MAX_CONSECUTIVE_MISSES}]", misses)

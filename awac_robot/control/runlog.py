@@ -1,8 +1,19 @@
-"""The per-run controller log: one row per control step, written as a single .npz at the end.
+"""Run logs written as they go: one fixed-size row per step, appended to the file the moment it is complete.
 
-Rows go into preallocated chunks, so logging in the loop is a few array stores and never a
-reallocation; the file is plain numpy (np.load) so any tool can audit a run. Columns
-(docs/deploy.md has the full description):
+A process that is SIGKILLed (or whose machine loses power after the page cache was flushed)
+leaves every step it finished on disk: there is no buffer to lose and no rename at the end.
+The controller and the robot process each keep one (`controller.runlog`, `robot.runlog` in the
+run folder). Layout of a file (docs/deploy.md):
+
+    MAGIC                       b"AWAC-RUNLOG 1\\n"
+    header                      one line of JSON: {"columns": [[name, dtype, shape], ...], "meta": {...}}
+    rows                        numpy structured records, little-endian, back to back
+    trailer (clean end only)    JSON {"exit": ..., "steps": N}, then FOOTER and its own length (uint64)
+
+`load_log` reads it back with numpy alone; a file without a trailer is a process that died,
+and says so (`meta["exit"]`), with every whole row it had written.
+
+Controller columns (`controller_columns`):
 
     t_boundary, t_wake, t_infer, t_sent   float64  perf_counter seconds (t_infer: inference duration)
     obs_stamp                             float64  when the robot measured the observation used
@@ -13,23 +24,32 @@ reallocation; the file is plain numpy (np.load) so any tool can audit a run. Col
     mode                                  int8     1 = command, 2 = robot hold
     events                                int32    safety event bit flags (awac_robot.control.safety.EVENTS)
     missed                                int32    period boundaries missed after this step
-    meta                                  str      JSON: task spec, limits, policy metadata, event bits
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from awac_robot.control.safety import EVENTS, SAFE_STOP, count_events, event_names
+from awac_robot.control.safety import SAFE_STOP, count_events, event_names
 
-CHUNK = 4096
+MAGIC = b"AWAC-RUNLOG 1\n"
+FOOTER = b"\nAWAC-RUNLOG-END"
+_LENGTH = struct.Struct("<Q")
+
+Columns = dict[str, tuple[tuple[int, ...], type]]
 
 
-def _columns(obs_dim: int, act_dim: int) -> dict[str, tuple[tuple[int, ...], type]]:
+class RunLogError(ValueError):
+    """A file that is not a run log, or one damaged beyond its last row."""
+
+
+def controller_columns(obs_dim: int, act_dim: int) -> Columns:
     return {
         "t_boundary": ((), np.float64),
         "t_wake": ((), np.float64),
@@ -47,45 +67,78 @@ def _columns(obs_dim: int, act_dim: int) -> dict[str, tuple[tuple[int, ...], typ
 
 
 class RunLog:
-    """Chunked column store; the controller writes `chunk[name][row]` directly for speed."""
+    """An append-only log: fill `row[name][0]` for every column, then `append()` writes that row to the file."""
 
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        self._spec = _columns(obs_dim, act_dim)
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self.chunk: dict[str, np.ndarray] = {}
-        self.row = CHUNK  # forces a chunk on the first next_row()
+    def __init__(self, path: Path, columns: Columns, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.dtype = np.dtype([(name, dtype, shape) for name, (shape, dtype) in columns.items()])
+        self._buffer = np.zeros(1, self.dtype)
+        #: one-row views per column: the loop writes `row["obs"][0] = obs`
+        self.row: dict[str, np.ndarray] = {name: self._buffer[name] for name in columns}
+        self._bytes = self._buffer.data
         self.steps = 0
-
-    def next_row(self) -> int:
-        """The row index in `self.chunk` for the next step (a new chunk every CHUNK steps)."""
-        self.row += 1
-        if self.row >= CHUNK:
-            self.chunk = {name: np.empty((CHUNK, *shape), dtype) for name, (shape, dtype) in self._spec.items()}
-            self._chunks.append(self.chunk)
-            self.row = 0
-        self.steps += 1
-        return self.row
-
-    def columns(self) -> dict[str, np.ndarray]:
-        if not self._chunks:
-            return {name: np.empty((0, *shape), dtype) for name, (shape, dtype) in self._spec.items()}
-        sizes = [CHUNK] * (len(self._chunks) - 1) + [self.row + 1]
-        return {
-            name: np.concatenate([c[name][:n] for c, n in zip(self._chunks, sizes, strict=True)]) for name in self._spec
+        header = {
+            "columns": [[name, np.dtype(dtype).str, list(shape)] for name, (shape, dtype) in columns.items()],
+            "meta": meta,
         }
+        # O_EXCL: a log is never overwritten, not even by a second run pointed at the same folder
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._write(MAGIC + json.dumps(header).encode() + b"\n")
 
-    def save(self, path: Path, meta: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**meta, "event_bits": EVENTS}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **self.columns())
-        tmp.replace(path)
+    def append(self) -> None:
+        self._write(self._bytes)
+        self.steps += 1
+
+    def close(self, end: dict[str, Any]) -> None:
+        """Write the trailer that marks a clean end; a log never closed is read as a process that died."""
+        trailer = json.dumps({**end, "steps": self.steps}).encode() + FOOTER
+        self._write(trailer + _LENGTH.pack(len(trailer) + _LENGTH.size))
+        self._close_fd()
+
+    def abandon(self) -> None:
+        """Close the file without a trailer (the reader will report the run as not ended cleanly)."""
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None, f"{self.path} is closed"
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(self._fd, view) :]
 
 
 def load_log(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with np.load(path) as data:
-        columns = {name: data[name] for name in data.files if name != "meta"}
-        meta = json.loads(str(data["meta"]))
+    """Columns and metadata of a run log; `meta["exit"]` says how the run ended ("killed: ..." without a trailer)."""
+    data = Path(path).read_bytes()
+    if not data.startswith(MAGIC) or b"\n" not in data[len(MAGIC) :]:
+        raise RunLogError(f"{path}: not an awac-robot run log (no {MAGIC!r} header)")
+    header_end = data.index(b"\n", len(MAGIC)) + 1
+    try:
+        header = json.loads(data[len(MAGIC) : header_end])
+        dtype = np.dtype([(name, np.dtype(code), tuple(shape)) for name, code, shape in header["columns"]])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunLogError(f"{path}: unreadable run log header ({exc})") from None
+    body = data[header_end:]
+    end: dict[str, Any] | None = None
+    if len(body) >= _LENGTH.size and body[: -_LENGTH.size].endswith(FOOTER):
+        size = _LENGTH.unpack(body[-_LENGTH.size :])[0]
+        if size <= len(body) and (len(body) - size) % dtype.itemsize == 0:
+            end = json.loads(body[len(body) - size : -_LENGTH.size - len(FOOTER)])
+            body = body[: len(body) - size]
+    torn = len(body) % dtype.itemsize
+    rows = np.frombuffer(body[: len(body) - torn], dtype=dtype)
+    columns = {name: rows[name].copy() for name in dtype.names or ()}
+    meta: dict[str, Any] = dict(header["meta"])
+    if end is None:
+        meta.update(exit="killed: the process died without closing its log", steps=len(rows), torn_bytes=torn)
+    else:
+        meta.update(end)
+        if end.get("steps") != len(rows):
+            raise RunLogError(f"{path}: the trailer counts {end.get('steps')} rows, the file holds {len(rows)}")
     return columns, meta
 
 

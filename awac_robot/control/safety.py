@@ -130,18 +130,35 @@ def filter_action(
         if (command != inner).any():
             events |= RATE_LIMITED
     if lim.ws_act.size:
-        position = np.asarray(obs, dtype=np.float64)[lim.ws_obs]
-        if not np.isfinite(position).all():
+        workspace = limit_workspace(command, obs, lim)
+        if workspace & BAD_OBSERVATION:
             return hold_command(last_command, lim), events | BAD_OBSERVATION | HOLD
-        # allowed delta per axis: up to the box face, and never outward once outside it
-        up = np.maximum((lim.ws_high - position) / lim.ws_scale, 0.0)
-        down = np.minimum((lim.ws_low - position) / lim.ws_scale, 0.0)
-        delta = command[lim.ws_act]
-        kept = np.minimum(np.maximum(delta, down), up)
-        if (kept != delta).any():
-            command[lim.ws_act] = kept
-            events |= WORKSPACE
+        events |= workspace
     return command, events
+
+
+def limit_workspace(command: np.ndarray, obs: np.ndarray, lim: StepLimits) -> int:
+    """Shrink (in place) the workspace deltas of `command` so the end effector measured in `obs` never moves
+    further outside the box; WORKSPACE if anything changed, BAD_OBSERVATION (nothing changed) if the position
+    is not finite. The controller's safety layer and the robot process both apply it."""
+    position = np.asarray(obs, dtype=np.float64)[lim.ws_obs]
+    if not np.isfinite(position).all():
+        return BAD_OBSERVATION
+    # allowed delta per axis: up to the box face, and never outward once outside it
+    up = np.maximum((lim.ws_high - position) / lim.ws_scale, 0.0)
+    down = np.minimum((lim.ws_low - position) / lim.ws_scale, 0.0)
+    delta = command[lim.ws_act]
+    kept = np.minimum(np.maximum(delta, down), up)
+    if (kept != delta).any():
+        command[lim.ws_act] = kept
+        return WORKSPACE
+    return 0
+
+
+def command_in_bounds(command: np.ndarray, lim: StepLimits) -> bool:
+    """The robot process's check of what arrives: finite and inside the action bounds (for the hands, the
+    joint limits). The controller's layer never sends anything else, so a miss means a broken controller."""
+    return bool(np.isfinite(command).all() and (command >= lim.bound_low).all() and (command <= lim.bound_high).all())
 
 
 def stop_reasons(obs_age: float, consecutive_misses: int, estop: bool, lim: StepLimits) -> int:

@@ -33,8 +33,10 @@ class Slot:
         self._shm = shm
         self.size = size
         self.owner = owner
-        self._seq = shm.buf[:_HEADER].cast("q")  # memoryview: indexing it is ~3x cheaper than a numpy scalar
-        self._values = np.ndarray((size,), dtype=np.float64, buffer=shm.buf, offset=_HEADER)
+        buf = shm.buf
+        assert buf is not None, "an open shared memory segment has a buffer"
+        self._seq = buf[:_HEADER].cast("q")  # memoryview: indexing it is ~3x cheaper than a numpy scalar
+        self._values = np.ndarray((size,), dtype=np.float64, buffer=buf, offset=_HEADER)
         self._scratch = np.empty(size)
 
     @property
@@ -45,15 +47,17 @@ class Slot:
     def create(cls, size: int, prefix: str = "awac") -> Slot:
         name = f"{prefix}_{secrets.token_hex(6)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=_HEADER + 8 * size)
-        shm.buf[: _HEADER + 8 * size] = bytes(_HEADER + 8 * size)
-        return cls(shm, size, owner=True)
+        slot = cls(shm, size, owner=True)
+        slot._seq[0] = 0
+        slot._values[:] = 0.0
+        return slot
 
     @classmethod
     def attach(cls, name: str, size: int) -> Slot:
         shm = shared_memory.SharedMemory(name=name, create=False)
         # Python < 3.13 registers attached segments with this process's resource tracker, which
         # would unlink them when this process exits, under the feet of the owner: only the owner may.
-        resource_tracker.unregister(shm._name, "shared_memory")
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
         if shm.size < _HEADER + 8 * size:
             shm.close()
             raise ValueError(f"shared memory {name!r} holds {shm.size} bytes, a slot of {size} values needs more")

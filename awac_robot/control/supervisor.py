@@ -1,22 +1,26 @@
-"""The supervisor: starts the robot and controller processes, watches their heartbeats, stops them cleanly.
+"""The supervisor: starts the robot and controller processes, watches them, stops them cleanly.
 
-It is the only process a person talks to. It refuses a policy made for another task before
-anything starts, prints a status line every second (rate, latency percentiles from the
-controller's histogram, misses, safety events), turns Ctrl-C into a stop (the controller
-holds, then the robot stops), and e-stops the controller if the robot goes silent. The
-children die with it: they ask Linux for SIGTERM on parent death and also poll their
-parent pid every period, so a killed supervisor never leaves a controller driving a robot.
+It is the only process a person talks to. It refuses a policy made for another task and a
+run folder it cannot write before anything starts, prints a status line every second (rate,
+latency percentiles from the controller's histogram, misses, safety events), and turns Ctrl-C
+into a stop (the controller holds, then the robot stops). When something goes wrong - a child
+exits, a heartbeat stops, the robot holds on its own (watchdog, refused command) - it tells
+the robot to hold (latched, whatever the controller still sends), ends the controller, stops
+the robot and reports the run as failed. What it says also goes to `supervisor.log` in the run
+folder. The children die with it: they ask Linux for SIGTERM on parent death and also poll
+their parent pid every period, so a killed supervisor never leaves a controller driving a robot,
+and the robot's watchdog holds once commands stop.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,9 +37,11 @@ from awac_robot.control.channels import (
     read_fields,
 )
 from awac_robot.control.controller import ControllerConfig
-from awac_robot.control.limits import DeployConfig
+from awac_robot.control.limits import DeployConfig, check_config
+from awac_robot.control.robot import RobotConfig
 from awac_robot.control.runlog import load_log, summarize
 from awac_robot.control.safety import EVENTS
+from awac_robot.control.watchdog import LATCHED, hold_reason_names
 from awac_robot.envs import get_spec
 from awac_robot.onnx_policy import OnnxPolicy
 
@@ -43,18 +49,29 @@ from awac_robot.onnx_policy import OnnxPolicy
 HEARTBEAT_TIMEOUT = 0.5
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 3.0
+#: after a failure: how long the robot has to report its hold, and how long it holds before it is stopped (s)
+HOLD_CONFIRM, HOLD_SETTLE = 1.0, 0.5
+#: the files of a run folder
+CONTROLLER_LOG, ROBOT_LOG, SUPERVISOR_LOG = "controller.runlog", "robot.runlog", "supervisor.log"
 
 
 class DeployError(RuntimeError):
-    """A process failed to start or stopped unexpectedly; the message says which and how."""
+    """A deployment that cannot start (its run folder, a process); the message says which and how to fix it."""
 
 
 @dataclass
 class DeployResult:
-    log_path: Path
+    run_dir: Path
     summary: dict[str, Any]
     robot: dict[str, int]
     controller_exitcode: int | None
+    robot_exitcode: int | None
+    #: what went wrong, one line each; empty for a clean run
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
 def hist_percentile(hist: np.ndarray, q: float) -> float:
@@ -81,11 +98,20 @@ class Child:
     def exitcode(self) -> int | None:
         return self.popen.poll()
 
-    def end(self) -> None:
-        """Wait for the child to finish by itself, then SIGTERM, then SIGKILL."""
-        for stop in (None, self.popen.terminate, self.popen.kill):
-            if stop is not None:
-                stop()
+    def end(self, grace: float = STOP_TIMEOUT) -> None:
+        """Wait `grace` s for the child to finish by itself, then SIGTERM (with SIGCONT, so a stopped child
+        can act on it and close its log), then SIGKILL."""
+        try:
+            self.popen.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.popen.poll() is not None:
+                return
+            self.popen.send_signal(sig)
+            if sig == signal.SIGTERM:
+                self.popen.send_signal(signal.SIGCONT)
             try:
                 self.popen.wait(STOP_TIMEOUT)
                 return
@@ -94,31 +120,60 @@ class Child:
 
 
 class Supervisor:
-    """One deployment: the policy, its config and the log it will leave behind."""
+    """One deployment: the policy, its config and the run folder it will leave behind."""
 
     def __init__(
         self,
         policy: Path,
         config: DeployConfig,
         duration: float | None,
-        log_path: Path,
-        seed: int = 0,
+        run_dir: Path,
+        seed: int | None = 0,
         out: TextIO | None = None,
     ) -> None:
         self.spec = get_spec(config.task)
+        check_config(config, self.spec)  # a config built in code gets the same checks as a limits file
         OnnxPolicy(policy).check_spec(self.spec)  # refuse here, in one line, before any process starts
-        if log_path.exists():
-            raise DeployError(f"{log_path} already holds a run log: choose another --log (logs are never overwritten)")
-        self.policy, self.config, self.duration, self.log_path = policy, config, duration, log_path
+        self.policy, self.config, self.duration, self.run_dir = policy, config, duration, run_dir
         self.seed, self.out = seed, out or sys.stdout
         self.channels: Channels | None = None
         self.robot_pid: int | None = None
         self.controller_pid: int | None = None
         self._command = np.zeros(SUPERVISOR_LAYOUT.size)
+        self._prepare_run_dir()
+
+    def _prepare_run_dir(self) -> None:
+        """Create the run folder now, so an unwritable or used --log fails before anything moves."""
+        try:
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise DeployError(
+                    f"{self.run_dir} already holds a run: choose another --log (run logs are never overwritten)"
+                )
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DeployError(
+                f"cannot write the run log folder {self.run_dir} ({exc.strerror or exc}): choose another --log"
+            ) from None
+
+    def say(self, message: str) -> None:
+        """Print a line for the person at the terminal and keep it in the run folder's supervisor.log."""
+        print(f"deploy: {message}", file=self.out, flush=True)
+        self._note(message)
+
+    def _note(self, message: str) -> None:
+        with open(self.run_dir / SUPERVISOR_LOG, "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
 
     def estop(self) -> None:
         """Supervisor e-stop: the controller holds within one period and stays held."""
         self._send("estop")
+
+    def hold_robot(self) -> None:
+        """The robot holds within one of its periods, latched, whatever the controller sends."""
+        self._send("hold_robot")
 
     def _send(self, key: str) -> None:
         assert self.channels is not None
@@ -126,58 +181,97 @@ class Supervisor:
         self.channels.supervisor.write(self._command)
 
     def run(self, on_tick: Callable[[Supervisor, dict[str, np.ndarray]], None] | None = None) -> DeployResult:
-        """Run until the controller ends (duration, e-stop signal) or Ctrl-C; `on_tick` sees each status read."""
-        self.channels = Channels.create(self.spec)
-        names, me = self.channels.names(), os.getpid()
+        """Run until the controller ends (duration, e-stop signal), something fails, or Ctrl-C.
+
+        `on_tick` sees each status read. A failure is reported in the result's `problems`, not raised:
+        the run folder then holds what the processes recorded up to it.
+        """
+        channels = self.channels = Channels.create(self.spec)
+        names, me = channels.names(), os.getpid()
         robot = controller = None
+        problems: list[str] = []
         try:
-            seed = "none" if self.seed is None else str(self.seed)
-            robot_priority = str(max(self.config.priority - 1, 0))
-            robot = Child(
-                "robot process",
-                "awac_robot.control.robot",
-                self.spec.name,
-                json.dumps(names),
-                seed,
-                str(me),
-                robot_priority,
+            robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG))
+            robot = Child("robot process", "awac_robot.control.robot", robot_cfg.to_json())
+            cfg = ControllerConfig(
+                str(self.policy), self.config, self.duration, str(self.run_dir / CONTROLLER_LOG), names, me
             )
-            cfg = ControllerConfig(str(self.policy), self.config, self.duration, str(self.log_path), names, me)
             # the controller loads its policy while the robot starts; its loop waits for the first observation
             controller = Child("controller process", "awac_robot.control.controller", cfg.to_json())
             self.robot_pid, self.controller_pid = robot.pid, controller.pid
             self._wait(lambda: self._controller_state() != STATE_STARTING, (robot, controller))
-            print(
-                f"deploy: robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz; "
-                f"controller pid {controller.pid} at {self.config.rate:g} Hz; Ctrl-C stops",
-                file=self.out,
-                flush=True,
+            self.say(
+                f"robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz; "
+                f"controller pid {controller.pid} at {self.config.rate:g} Hz; limits {self.config.source}; "
+                f"run folder {self.run_dir}; Ctrl-C stops"
             )
             try:
-                self._watch(controller, on_tick)
+                problems = self._watch(controller, robot, on_tick)
             except KeyboardInterrupt:
-                print("deploy: stopping (controller holds, then exits)", file=self.out, flush=True)
+                self.say("stopping (controller holds, then exits)")
                 self._send("stop")
+        except DeployError as exc:
+            problems = [str(exc)]
         finally:
+            if problems and robot is not None:
+                self._confirm_hold(robot, problems)
             if controller is not None and controller.is_alive():
                 self._send("stop")
-                controller.end()
+                controller.end(0.0 if problems else STOP_TIMEOUT)
             self._send("stop_robot")  # only once the controller has stopped sending
             if robot is not None:
                 robot.end()
-            robot_status = read_fields(self.channels.robot, ROBOT_LAYOUT)
-            self.channels.close()
-        if not self.log_path.exists():
-            raise DeployError(f"controller exited with code {controller.exitcode}, wrote no log (its output is above)")
-        columns, meta = load_log(self.log_path)
+            robot_status = read_fields(channels.robot, ROBOT_LAYOUT)
+            channels.close()
+        return self._result(controller, robot, robot_status, problems)
+
+    def _confirm_hold(self, robot: Child, problems: list[str]) -> None:
+        """Tell the robot to hold, wait for its status to show the latched hold, and let it hold for
+        HOLD_SETTLE s before it is stopped, so its record ends in the hold it was told to keep."""
+        assert self.channels is not None
+        self.hold_robot()
+        deadline = time.monotonic() + HOLD_CONFIRM
+        while time.monotonic() < deadline and robot.is_alive():
+            held = int(read_fields(self.channels.robot, ROBOT_LAYOUT)["held_by"][0]) & LATCHED
+            if held:
+                self.say(f"the robot holds ({', '.join(hold_reason_names(held))})")
+                time.sleep(HOLD_SETTLE)
+                return
+            time.sleep(0.01)
+        if robot.is_alive():
+            problems.append(f"the robot did not confirm the hold within {HOLD_CONFIRM:g} s")
+            self.say(problems[-1])
+
+    def _result(
+        self, controller: Child | None, robot: Child | None, status: dict[str, np.ndarray], problems: list[str]
+    ) -> DeployResult:
+        controller_code = controller.exitcode if controller else None
+        robot_code = robot.exitcode if robot else None
+        if controller_code not in (0, None) and not problems:
+            problems.append(f"controller process exited with code {controller_code} (its output is above)")
+        if robot_code not in (0, None) and not problems:
+            problems.append(f"robot process exited with code {robot_code} (its output is above)")
+        log = self.run_dir / CONTROLLER_LOG
+        summary: dict[str, Any] = {"steps": 0}
+        if log.exists():
+            columns, meta = load_log(log)
+            summary = summarize(columns, meta["period"])
+            if meta["exit"] not in ("normal", "signal") and not problems:
+                problems.append(f"controller log {log} ends with: {meta['exit']}")
+        elif controller is not None:
+            problems.append(f"controller process exited with code {controller_code} and wrote no log")
+        self._note("FAILED: " + "; ".join(problems) if problems else "run ended cleanly")
         return DeployResult(
-            log_path=self.log_path,
-            summary=summarize(columns, meta["period"]),
-            robot={k: int(robot_status[k][0]) for k in ("sim_steps", "episodes", "successes", "overruns")},
-            controller_exitcode=controller.exitcode,
+            run_dir=self.run_dir,
+            summary=summary,
+            robot={k: int(status[k][0]) for k in ("sim_steps", "episodes", "successes", "overruns")},
+            controller_exitcode=controller_code,
+            robot_exitcode=robot_code,
+            problems=problems,
         )
 
     def _controller_state(self) -> float:
+        assert self.channels is not None
         return float(read_fields(self.channels.controller, CONTROLLER_LAYOUT)["state"][0])
 
     def _wait(self, ready: Callable[[], bool], processes: tuple[Child, ...]) -> None:
@@ -190,29 +284,58 @@ class Supervisor:
                 raise DeployError(f"{', '.join(p.name for p in processes)} did not start within {START_TIMEOUT:g} s")
             time.sleep(0.01)
 
-    def _watch(self, controller: Child, on_tick: Callable | None) -> None:
-        last_print, last_step, robot_lost = time.perf_counter(), 0.0, False
-        while controller.is_alive():
+    def _watch(
+        self,
+        controller: Child,
+        robot: Child,
+        on_tick: Callable[[Supervisor, dict[str, np.ndarray]], None] | None,
+    ) -> list[str]:
+        """Watch until the controller is done (no problems) or something fails (the problems, already said)."""
+        assert self.channels is not None
+        last_print, last_step = time.perf_counter(), 0.0
+        while True:
             time.sleep(0.05)
             now = time.perf_counter()
             status = read_fields(self.channels.controller, CONTROLLER_LAYOUT)
-            robot = read_fields(self.channels.robot, ROBOT_LAYOUT)
+            robot_status = read_fields(self.channels.robot, ROBOT_LAYOUT)
             if on_tick is not None:
                 on_tick(self, status)
-            if status["state"][0] == STATE_DONE:
-                return
-            if now - status["stamp"][0] > HEARTBEAT_TIMEOUT:
-                print("deploy: controller heartbeat lost; stopping it", file=self.out, flush=True)
-                controller.terminate()
-                return
-            if now - robot["stamp"][0] > HEARTBEAT_TIMEOUT and not robot_lost:
-                robot_lost = True
-                print("deploy: robot heartbeat lost; e-stop", file=self.out, flush=True)
+            done = status["state"][0] == STATE_DONE
+            problem = self._problem(controller, robot, status, robot_status, now, done)
+            if problem:
+                self.say(f"{problem}; the robot is told to hold and the run stops")
+                self.hold_robot()
                 self.estop()
-            if now - last_print >= 1.0:
+                return [problem]
+            if done and not controller.is_alive():
+                return []
+            if now - last_print >= 1.0 and not done:
                 rate = (status["step"][0] - last_step) / (now - last_print)
                 last_print, last_step = now, status["step"][0]
-                print(self._status_line(status, robot, rate), file=self.out, flush=True)
+                print(self._status_line(status, robot_status, rate), file=self.out, flush=True)
+
+    def _problem(
+        self,
+        controller: Child,
+        robot: Child,
+        status: dict[str, np.ndarray],
+        robot_status: dict[str, np.ndarray],
+        now: float,
+        done: bool,
+    ) -> str | None:
+        step = int(status["step"][0])
+        if not robot.is_alive():
+            return f"robot process exited with code {robot.exitcode} at controller step {step}"
+        if not controller.is_alive() and (not done or controller.exitcode != 0):
+            return f"controller process exited with code {controller.exitcode} at step {step}"
+        if now - status["stamp"][0] > HEARTBEAT_TIMEOUT and not done:
+            return f"controller heartbeat lost (no status for {HEARTBEAT_TIMEOUT:g} s) at step {step}"
+        if now - robot_status["stamp"][0] > HEARTBEAT_TIMEOUT:
+            return f"robot heartbeat lost (no observation for {HEARTBEAT_TIMEOUT:g} s)"
+        held = int(robot_status["held_by"][0]) & LATCHED
+        if held and not done:
+            return f"the robot holds on its own ({', '.join(hold_reason_names(held))}) at controller step {step}"
+        return None
 
     def _status_line(self, status: dict[str, np.ndarray], robot: dict[str, np.ndarray], rate: float) -> str:
         hist = status["latency_hist"]
