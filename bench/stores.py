@@ -113,7 +113,9 @@ def build_atomically(final: Path, build: Callable[[Path], None]) -> None:
 
 def export_dapg_expert(task: str, weights: Path, out: Path) -> Path:
     """The DAPG expert as an awac-robot ONNX policy, verified against torch on its own rollouts."""
-    sys.path.insert(0, str(ROOT / "tests"))  # the DAPG forward pass lives with the tests that use it too
+    tests = str(ROOT / "tests")  # the DAPG forward pass lives with the tests that use it too
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
     from onnx_helpers import DapgDoorExpert  # the same MLP layout for every DAPG task
 
     actor = ActorToExport(DapgDoorExpert(weights).eval(), get_spec(task), "dapg-expert", 0)
