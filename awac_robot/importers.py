@@ -18,6 +18,7 @@ A DAPG file is a pickle: a list of dicts with `observations` (T, obs_dim), `acti
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import pickle
 from collections.abc import Callable
@@ -28,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from awac_robot.envs import get_spec, get_task
+from awac_robot.provenance import Batch
 from awac_robot.spec import SpecMismatch, TaskSpec
-from awac_robot.store import DemoStore, Episode, StoreError
+from awac_robot.store import Episode, StoreError, add_episodes
 
 #: Builtin types a data pickle may rebuild; no functions, no `eval`, no `getattr`.
 SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes"})
@@ -165,6 +167,12 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
         if len(obs) != len(actions) or len(obs) < 2:
             counts = f"{len(obs)} observations and {len(actions)} actions"
             raise DapgImportError(f"{where} has {counts} (need T >= 2 of each, equally many)")
+        for name, values in (("observations", obs), ("actions", actions)):
+            if not np.isfinite(values).all():
+                step = int(np.argwhere(~np.isfinite(values))[0][0])
+                raise DapgImportError(
+                    f"{where} has NaN or inf {name} at step {step}: fix or remove that episode (nothing was imported)"
+                )
         steps = len(actions) - 1  # the last action has no recorded next observation: dropped, never faked
         clipped += int((np.abs(actions[:steps]) > 1.0).sum())
         success = SUCCESS_FROM_OBS[spec.name](obs[1:], spec)
@@ -185,16 +193,24 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
 
 
 def import_dapg(path: str | Path, task: str, store_path: str | Path) -> ImportSummary:
-    """Append the DAPG demos in `path` to the sparse-reward store at `store_path` (created if missing)."""
+    """Append the DAPG demos in `path` to the sparse-reward store at `store_path` (created if missing).
+
+    All or nothing: every episode is converted and checked first, then all are published at once.
+    """
     path = Path(path)
     spec = get_spec(task)
-    episodes, clipped = dapg_episodes(path, spec)  # everything is read and checked before the store is touched
-    summary = ImportSummary(dropped_last_steps=len(episodes), clipped_actions=clipped)
-    with DemoStore.open_or_create(store_path, spec, "sparse") as store:
-        for episode in episodes:
-            store.append(episode, spec=spec)
-            summary.episodes += 1
-            summary.steps += episode.length
-            summary.total_actions += episode.action.size
-            summary.successes += episode.solved
-    return summary
+    episodes, clipped = dapg_episodes(path, spec)
+    batch = Batch.now(
+        "import",
+        demonstrator="dapg",
+        arguments={"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+    )
+    add_episodes(store_path, spec, "sparse", episodes, batch)
+    return ImportSummary(
+        episodes=len(episodes),
+        steps=sum(episode.length for episode in episodes),
+        successes=sum(episode.solved for episode in episodes),
+        dropped_last_steps=len(episodes),
+        clipped_actions=clipped,
+        total_actions=sum(episode.action.size for episode in episodes),
+    )

@@ -23,9 +23,9 @@ task's own env. Decisions (docs/store.md has the user's version):
   episodes run to 450 steps and do not stop at ours, so they are cut; nothing is invented.
 - Actions are clipped to [-1, 1], as the simulators clip them before use; the count is reported.
 - Every episode is converted and checked (DemoStore.check_episode) before the store is
-  created or the first episode appended, so a refused import leaves the store as it was.
-  DemoStore has no multi-episode transaction: a process killed during the appends leaves the
-  episodes published so far (each whole).
+  created or touched, so a refused import leaves the store as it was; then all episodes are
+  published at once (DemoStore.append_many; a new store is built aside), so a process
+  killed during the import leaves none of them.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ import numpy as np
 from awac_robot import __version__
 from awac_robot.envs import GOAL_DICT_KEYS, TaskConfig, flatten_observation, get_task, gym_env_spec, gym_id
 from awac_robot.importers import SUCCESS_FROM_OBS
+from awac_robot.provenance import Batch
 from awac_robot.spec import SpecMismatch, TaskSpec
-from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError, _one_line, check_source
+from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError, _one_line, add_episodes, check_source
 
 SOURCE = "imported:minari"
 INSTALL_HINT = "Minari support is not installed: pip install -e '.[minari]' (minari 0.5.4 with h5py)"
@@ -354,7 +355,7 @@ def import_minari(
     """Append every episode of a local Minari dataset to the store at `store_path` (created if missing).
 
     All or nothing: the dataset is converted and every episode checked before the store is
-    created or appended to (see the module docstring for what a kill during the appends leaves).
+    created or appended to, then every episode is published at once.
     """
     config = get_task(task)
     spec = config.spec
@@ -372,10 +373,12 @@ def import_minari(
                 DemoStore.check_episode(episode, spec, reward_mode, where)
             except StoreError as exc:
                 raise MinariError(f"Minari dataset {opened.id} episode {index}: {exc}") from None
+        batch = Batch.now("import", "minari", {"dataset_id": opened.id, "env_id": env_id, "dataset": str(dataset)})
         if store is None:
-            store = DemoStore.create(store_path, spec, reward_mode)
-        for episode in episodes:
-            store.append(episode, spec=spec)
+            add_episodes(store_path, spec, reward_mode, episodes, batch)
+        else:
+            store.start_batch(batch)
+            store.append_many(episodes, spec=spec)
     finally:
         if store is not None:
             store.close()

@@ -38,8 +38,13 @@ class WriterLock:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
             os.close(fd)
             raise LockHeld(holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:  # e.g. a full disk: let go rather than hold a lock nobody will release
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:

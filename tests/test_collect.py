@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import subprocess
@@ -203,3 +204,87 @@ def test_collect_from_an_onnx_policy(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = main([*args, str(tmp_path / "other.zarr"), "--demonstrator", f"policy:{tmp_path / 'push.onnx'}"])
     assert code == 2 and "different task" in capsys.readouterr().err
     assert not (tmp_path / "other.zarr").exists()
+
+
+def _collect_cli(store: Path, *extra: str) -> int:
+    return main(["collect", "--task", "reach", "--episodes", "2", "--store", str(store), "--no-progress", *extra])
+
+
+def test_collecting_again_continues_the_seeds_or_refuses_repeats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Collecting twice used to repeat seeds 0.. and store byte-identical episodes."""
+    store_path = tmp_path / "reach.zarr"
+    assert _collect_cli(store_path) == 0
+    assert "continuing" not in capsys.readouterr().out
+    assert _collect_cli(store_path) == 0
+    out = capsys.readouterr().out
+    assert f"store {store_path} already holds seeds 0-1 from scripted: continuing at seed 2\n" in out
+    assert DemoStore.open(store_path).episode_meta()["seed"].tolist() == [0, 1, 2, 3]
+
+    before = DemoStore.open(store_path).load_transitions()
+    assert _collect_cli(store_path, "--seed", "3") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "already holds seeds 3 from scripted, which --seed 3 --episodes 2" in error
+    assert "leave out --seed to continue at seed 4" in error
+    after = DemoStore.open(store_path).load_transitions()
+    assert after.num_episodes == 4 and np.array_equal(after.obs, before.obs)
+
+    assert _collect_cli(store_path, "--seed", "10") == 0  # no overlap: taken as given
+    assert _collect_cli(store_path) == 0
+    assert "continuing at seed 12" in capsys.readouterr().out
+    seeds = DemoStore.open(store_path).episode_meta()["seed"].tolist()
+    assert seeds == [0, 1, 2, 3, 10, 11, 12, 13] and len(set(seeds)) == len(seeds)
+
+
+class OtherLinearDemonstrator(LinearDemonstrator):
+    """Another demonstrator: its episodes of the same seeds are different data, so they are not repeats."""
+
+
+def test_seeds_continue_per_demonstrator(tmp_path: Path) -> None:
+    store_path = tmp_path / "reach.zarr"
+    for demo in (LinearDemonstrator(), OtherLinearDemonstrator(), LinearDemonstrator()):
+        config = CollectConfig(task="reach", episodes=2, store=store_path, progress=False)
+        collect(config, demonstrator=demo)
+    store = DemoStore.open(store_path)
+    assert store.episode_meta()["seed"].tolist() == [0, 1, 0, 1, 2, 3]
+    assert [batch.demonstrator for batch in store.batches] == [
+        "test_collect.LinearDemonstrator",
+        "test_collect.OtherLinearDemonstrator",
+        "test_collect.LinearDemonstrator",
+    ]
+
+
+def test_collect_records_its_provenance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store_path = tmp_path / "reach.zarr"
+    assert _collect_cli(store_path, "--noise", "0.1", "--perturb", "0.5", "--seed", "7") == 0
+    policy_path = tmp_path / "reach.onnx"
+    _write_linear_onnx("reach", policy_path)
+    assert _collect_cli(store_path, "--demonstrator", f"policy:{policy_path}") == 0
+    store = DemoStore.open(store_path)
+    scripted, policy = store.batches
+    assert (scripted.kind, scripted.demonstrator, scripted.noise, scripted.perturb) == ("collect", "scripted", 0.1, 0.5)
+    assert scripted.seed_range == (7, 8) and scripted.arguments == {"task": "reach", "episodes": 2, "reward": "sparse"}
+    assert scripted.awac_robot_version and scripted.host and scripted.started_utc
+    assert "collect --task reach --episodes 2" in scripted.command and "--seed 7" in scripted.command
+    assert policy.demonstrator == f"policy:{policy_path.resolve()}" and policy.seed_range == (0, 1)
+    assert policy.arguments["sha256"] == hashlib.sha256(policy_path.read_bytes()).hexdigest()
+    assert store.episode_meta()["batch"].tolist() == [0, 0, 1, 1]
+    capsys.readouterr()
+    assert main(["demos", "info", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "batch 0: collect by scripted, noise 0.1, perturb 0.5, seeds 7-8, 2 episodes (scripted)" in out
+    assert f"batch 1: collect by policy:{policy_path.resolve()}, noise 0, perturb 0, seeds 0-1" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--seed", "-1"], "--seed is the first episode's env seed and must be >= 0"), (["--noise", "nan"], "finite")],
+)
+def test_bad_seed_and_noise_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert _collect_cli(tmp_path / "x.zarr", *flags) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error
+    assert not (tmp_path / "x.zarr").exists()

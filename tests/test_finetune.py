@@ -110,6 +110,9 @@ def test_short_finetune_writes_the_run_folder_and_grows_the_store(store: Path, t
         meta = reopened.episode_meta()
     assert list(meta["source"]) == ["scripted", "scripted", "online", "online"]
     assert meta["length"][2:].tolist() == [200, 50]  # the budget truncates the last episode
+    online_batch = reopened.batches[meta["batch"][2]]  # the run's episodes are one provenance batch
+    assert online_batch.kind == "online" and online_batch.arguments["run_dir"] == str(out.resolve())
+    assert meta["batch"][2] == meta["batch"][3] and online_batch.command.startswith("awac-robot finetune")
     loaded = load_actor(out)
     assert loaded.step == 400 and loaded.eval["env_steps"] == 250
     action = loaded.policy(torch.zeros(4, loaded.spec.obs_dim))

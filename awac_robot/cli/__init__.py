@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from awac_robot import __version__
 from awac_robot.cli import collect, demo, demos, deploy, tasks, train
 from awac_robot.cli.errors import UserError
+from awac_robot.provenance import cli_command
 
 COMMAND_MODULES = (tasks, collect, demos, demo, train, deploy)
 
@@ -35,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
-        return int(args.handler(args) or 0)
+        with cli_command(arguments):  # the provenance of what this command writes into a store
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

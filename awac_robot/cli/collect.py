@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run a demonstrator in a task env and append every kept episode to a demo store "
             "(created if missing; an existing store must be for the same task and reward mode). "
-            "Episode i uses seed SEED+i, so a run is reproducible."
+            "Episode i uses seed SEED+i, so a run is reproducible. Without --seed, a store that already "
+            "holds episodes of the demonstrator is continued after its highest seed."
         ),
     )
     parser.add_argument("--task", required=True, help="task name (see 'awac-robot tasks') or a task YAML")
@@ -40,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FRACTION",
         help="fraction of episodes with bursts of random actions (mixed-quality data; default 0)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the first episode (default: 0, or one past the highest seed the demonstrator has in the store; "
+        "seeds the store already holds for it are refused)",
+    )
     parser.add_argument("--reward", choices=("sparse", "dense"), default="sparse", help="reward the store records")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             reward=args.reward,
             progress=not args.no_progress,
         )
-        summary = collect(config)
+        summary = collect(config, announce=print)
     except (StoreError, CollectError) as exc:
         raise UserError(str(exc)) from None
     print(format_summary(config, summary))

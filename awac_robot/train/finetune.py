@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from awac_robot.envs import get_spec, make_env
+from awac_robot.provenance import Batch
 from awac_robot.rollout import FunctionActor, Step, rollout
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore
@@ -132,6 +133,9 @@ class Trainer:
             self.last_checkpoint = Path(state["path"])
             self._next_checkpoint = self.counters.updates + config.checkpoint_interval
             self.log.write({"event": "resume", "updates": self.counters.updates, "env_steps": self.counters.env_steps})
+        if online:  # this invocation's online episodes are one provenance batch of the store
+            arguments = {"run_id": self.run_id, "run_dir": str(self.run_dir.resolve()), "resumed": state is not None}
+            self.store.start_batch(Batch.now("online", demonstrator="awac", arguments=arguments))
         self._stats: list[dict[str, torch.Tensor]] = []
         self._log_clock = (time.perf_counter(), self.counters.updates)
 
