@@ -36,6 +36,7 @@ from stores import BuiltStore, cached_store
 from suite_ray import run_on_ray
 from suite_report import RESULTS, Results, table, targets
 
+from awac_robot.store import StoreError
 from awac_robot.train.config import ConfigError, TrainConfig, load_config
 
 ALGOS = ("awac", "bc")
@@ -238,7 +239,10 @@ def main() -> None:
     scenarios = with_reference_data(scenarios, explicit=args.only is not None)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"suite: {' '.join(sys.argv[1:]) or '(defaults)'}")
-    finished = run_grid(scenarios, settings, results)
+    try:
+        finished = run_grid(scenarios, settings, results)
+    except StoreError as exc:  # e.g. a store cached by an older awac-robot: its message says what to do
+        fail(str(exc))
     names = [s.name for s in scenarios]
     print("\n" + stores_table(results, names))
     print(report(results, names, algos))
