@@ -104,7 +104,12 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
     with open(job.log, "w") as log:
         process = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT)
         while True:
-            finished = process.poll() is not None  # checked before reading, so the last lines are never missed
+            try:  # waiting, not sleeping: the wall time ends when the run does
+                process.wait(timeout=poll_seconds)
+                result.finished = time.time()
+            except subprocess.TimeoutExpired:
+                pass
+            finished = process.returncode is not None  # known before reading, so the last lines are never missed
             seen = len(result.evals)
             result.evals = eval_rows(job.run_dir)
             for row in result.evals[seen:]:
@@ -116,8 +121,6 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
                 )
             if finished:
                 break
-            time.sleep(poll_seconds)
-    result.finished = time.time()
     result.returncode = process.returncode
     lines = job.log.read_text().strip().splitlines()
     result.last_output = lines[-1] if lines else ""
