@@ -14,6 +14,7 @@ import hashlib
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class ActorToExport:
     run_id: str
     step: int
     eval: dict[str, Any] = field(default_factory=dict)
+    #: where a policy that was not trained here came from (e.g. an imported expert's weight file); on the card
+    origin: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,10 @@ def export_actor(
     obs_source: str,
     tolerance: float = TOLERANCE,
     min_verify: int = MIN_VERIFY,
+    reference: Callable[[np.ndarray], np.ndarray] | None = None,
+    reference_name: str = "torch",
 ) -> ExportReport:
+    """Write `actor` as ONNX to `out` once onnxruntime agrees with `reference` (default: the torch actor itself)."""
     spec = actor.spec
     out = Path(out)
     if verify_obs.ndim != 2 or verify_obs.shape[1] != spec.obs_dim:
@@ -117,10 +123,10 @@ def export_actor(
     try:
         write_onnx(policy, spec, tmp, policy_metadata(actor))
         check_output_bounded(onnx.load(str(tmp)), spec)
-        max_diff = _verify(policy, tmp, spec, verify_obs)
+        max_diff = _verify(reference or _torch_actions(policy), tmp, spec, verify_obs)
         if not max_diff <= tolerance:
             raise ExportError(
-                f"onnxruntime and torch disagree by {max_diff:.3g} (> {tolerance:g}) on {len(verify_obs)} "
+                f"onnxruntime and {reference_name} disagree by {max_diff:.3g} (> {tolerance:g}) on {len(verify_obs)} "
                 f"observations from {obs_source}; {out} was not written"
             )
         os.replace(tmp, out)
@@ -207,16 +213,23 @@ def check_output_bounded(model: onnx.ModelProto, spec: TaskSpec) -> None:
         )
 
 
-def _verify(policy: torch.nn.Module, path: Path, spec: TaskSpec, obs: np.ndarray) -> float:
+def _torch_actions(policy: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    def actions(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy(torch.as_tensor(obs)).numpy()
+
+    return actions
+
+
+def _verify(reference: Callable[[np.ndarray], np.ndarray], path: Path, spec: TaskSpec, obs: np.ndarray) -> float:
     """Max abs difference over all observations, run as one batch and again one by one (the controller's way)."""
-    with torch.no_grad():
-        expected = policy(torch.as_tensor(obs)).numpy()
+    expected = reference(obs)
     session = OnnxPolicy(path)
     session.check_spec(spec)
     batched = session.batch(obs)
     single = np.stack([session(row) for row in obs[:200]])
     if batched.shape != expected.shape:
-        raise ExportError(f"onnx output shape {batched.shape}, torch gives {expected.shape}")
+        raise ExportError(f"onnx output shape {batched.shape}, the reference gives {expected.shape}")
     return float(max(np.max(np.abs(batched - expected)), np.max(np.abs(single - expected[:200]))))
 
 
@@ -232,6 +245,7 @@ def _write_card(actor: ActorToExport, onnx_path: Path, verified_on: int, max_dif
         "run_id": actor.run_id,
         "step": int(actor.step),
         "eval": {k: (float(v) if isinstance(v, (int, float, np.number)) else str(v)) for k, v in actor.eval.items()},
+        **({"origin": actor.origin} if actor.origin else {}),
         "verification": {"observations": verified_on, "from": source, "max_abs_diff": max_diff},
         "opset": OPSET,
         "exported_by": f"awac-robot {__version__}, torch {torch.__version__}, onnx {onnx.__version__}",

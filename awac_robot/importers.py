@@ -12,7 +12,7 @@ A DAPG file is a pickle: a list of dicts with `observations` (T, obs_dim), `acti
   the last recorded one. The shortened episode is marked truncated on its last step (the
   person stopped; the task did not terminate).
 - The recorded dense rewards come from an older simulator; the store's sparse reward is
-  recomputed from the observations with the task's documented success rule.
+  recomputed from the observations with the task's own success rule (`success_rules.py`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ import builtins
 import hashlib
 import io
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from awac_robot.envs import get_spec, get_task
+from awac_robot.envs import get_spec
 from awac_robot.provenance import Batch
 from awac_robot.spec import SpecMismatch, TaskSpec
 from awac_robot.store import Episode, StoreError, add_episodes
+from awac_robot.success_rules import ADROIT_TASKS, SUCCESS_FROM_OBS
 
 #: Builtin types a data pickle may rebuild; no functions, no `eval`, no `getattr`.
 SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes"})
@@ -40,59 +40,6 @@ _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name, value in (("_reconstruct", np._core.multiarray._reconstruct), ("scalar", np._core.multiarray.scalar))
 } | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-
-
-def _door_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """Door is solved once the hinge angle reaches 1.35 rad (the DAPG/gymnasium-robotics rule)."""
-    return obs[:, spec.obs_names.index("door_hinge_angle")] >= 1.35
-
-
-#: FetchEnv's `distance_threshold`, the same for reach, push, pick_place and slide.
-FETCH_GOAL_DISTANCE = 0.05
-#: FrankaKitchen-v1 counts a subtask done while its joints are this close to the goal (`BONUS_THRESH`).
-KITCHEN_DONE_DISTANCE = 0.3
-#: Joint values per kitchen subtask in achieved/desired goals (`OBS_ELEMENT_GOALS` in gymnasium-robotics).
-KITCHEN_GOAL_SIZES = {
-    "bottom burner": 2,
-    "top burner": 2,
-    "light switch": 2,
-    "slide cabinet": 1,
-    "hinge cabinet": 2,
-    "microwave": 1,
-    "kettle": 7,
-}
-
-
-def _fetch_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """A Fetch task is solved while the achieved goal is within 0.05 m of the desired goal (`FetchEnv._is_success`)."""
-    achieved = obs[:, [spec.obs_names.index(f"achieved_goal_{axis}") for axis in "xyz"]]
-    desired = obs[:, [spec.obs_names.index(f"desired_goal_{axis}") for axis in "xyz"]]
-    return np.linalg.norm(achieved - desired, axis=1) < FETCH_GOAL_DISTANCE
-
-
-def _kitchen_success(obs: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """Solved from the first step at which every subtask has been done at least once (FrankaKitchen-v1's rule).
-
-    The flat kitchen observation ends with the achieved then the desired joint values of the
-    task's subtasks in `goal_order` (awac_robot.envs); `obs` must be one episode's steps in order.
-    """
-    goals = get_task(spec.name).goal_order
-    width = sum(KITCHEN_GOAL_SIZES[goal] for goal in goals)
-    achieved, desired = obs[:, -2 * width : -width], obs[:, -width:]
-    done_ever = np.ones(len(obs), dtype=bool)
-    start = 0
-    for goal in goals:
-        stop = start + KITCHEN_GOAL_SIZES[goal]
-        near = np.linalg.norm(achieved[:, start:stop] - desired[:, start:stop], axis=1) < KITCHEN_DONE_DISTANCE
-        done_ever &= np.logical_or.accumulate(near)
-        start = stop
-    return done_ever
-
-
-#: Per task, success as a function of observations: only rules that are documented for the task.
-SUCCESS_FROM_OBS: dict[str, Callable[[np.ndarray, TaskSpec], np.ndarray]] = {"door": _door_success}
-SUCCESS_FROM_OBS.update({task: _fetch_success for task in ("reach", "push", "pick_place", "slide")})
-SUCCESS_FROM_OBS["kitchen"] = _kitchen_success
 
 
 class DapgImportError(StoreError):
@@ -145,8 +92,13 @@ def dapg_episodes(path: Path, spec: TaskSpec) -> tuple[list[Episode], int]:
     """
     if spec.name not in SUCCESS_FROM_OBS:
         raise DapgImportError(
-            f"no documented success rule to recompute sparse rewards for task {spec.name!r} "
-            f"(known: {', '.join(sorted(SUCCESS_FROM_OBS))})"
+            f"task {spec.name!r} has no success rule that can be recomputed from its observations alone, so "
+            "imported demonstrations could not be given sparse rewards; "
+            f"rules exist for {', '.join(sorted(SUCCESS_FROM_OBS))}"
+        )
+    if spec.name not in ADROIT_TASKS:
+        raise DapgImportError(
+            f"DAPG files hold Adroit hand demonstrations ({', '.join(ADROIT_TASKS)}); task {spec.name!r} is not one"
         )
     demos = load_restricted_pickle(path)
     if not isinstance(demos, list) or not demos:

@@ -15,7 +15,7 @@ task's own env. Decisions (docs/store.md has the user's version):
   and keeps only ours.
 - Success per step comes from the recorded `infos["success"]` (or the simulator's own key,
   e.g. Fetch's `is_success`), else from the task's documented rule on the observations
-  (awac_robot.importers.SUCCESS_FROM_OBS, computed in float64 before the store's float32
+  (awac_robot.success_rules.SUCCESS_FROM_OBS, computed in float64 before the store's float32
   cast); a dataset with neither is refused. Sparse stores get their rewards from it; a dense
   import keeps the recorded rewards only when the recording env was the task's dense env.
 - An episode ends where the task's env would have ended it: at the time limit (truncated),
@@ -44,10 +44,10 @@ import numpy as np
 
 from awac_robot import __version__
 from awac_robot.envs import GOAL_DICT_KEYS, TaskConfig, flatten_observation, get_task, gym_env_spec, gym_id
-from awac_robot.importers import SUCCESS_FROM_OBS
 from awac_robot.provenance import Batch
 from awac_robot.spec import SpecMismatch, TaskSpec
 from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError, _one_line, add_episodes, check_source
+from awac_robot.success_rules import SUCCESS_FROM_OBS
 
 SOURCE = "imported:minari"
 INSTALL_HINT = "Minari support is not installed: pip install -e '.[minari]' (minari 0.5.4 with h5py)"

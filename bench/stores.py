@@ -5,7 +5,8 @@ field of the recipe, so retuning a recipe builds a new store instead of reusing 
 build runs in a staging folder that is renamed into place only when every command succeeded, so
 an interrupted build never leaves a store that looks finished. Beside the store the folder keeps
 the build's record (`build.json`: recipe, episodes, success by source, build seconds) and what
-the build made on the way (exported demonstrator policies, the behaviour-cloning run).
+the build made on the way (demonstrator policies from `import-policy` or `export`, the
+behaviour-cloning run).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,8 +23,6 @@ from typing import Any
 
 from runner import ROOT, awac_robot
 
-from awac_robot.envs import get_spec
-from awac_robot.export import ActorToExport, export_actor, rollout_observations
 from awac_robot.store import DemoStore
 
 REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
@@ -38,9 +36,9 @@ class StoreRecipe:
     """How a store is made: episodes from one demonstrator, then optionally the 25 DAPG human demos.
 
     Demonstrators: `scripted` (the task's hand-written expert), `dapg-expert` (the reference DAPG
-    weights exported to ONNX), `bc-on-human` (a policy behaviour-cloned on the human demos for
-    `bc_updates` updates, exported, then collected from: the AWAC paper's recipe for its hand
-    tasks) or `none`. Noise and perturbation are `collect`'s --noise and --perturb.
+    weights as an ONNX policy, by `import-policy dapg`), `bc-on-human` (a policy behaviour-cloned
+    on the human demos for `bc_updates` updates, exported, then collected from: the AWAC paper's
+    recipe for its hand tasks) or `none`. Noise and perturbation are `collect`'s --noise and --perturb.
     """
 
     demonstrator: str
@@ -111,19 +109,6 @@ def build_atomically(final: Path, build: Callable[[Path], None]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export_dapg_expert(task: str, weights: Path, out: Path) -> Path:
-    """The DAPG expert as an awac-robot ONNX policy, verified against torch on its own rollouts."""
-    tests = str(ROOT / "tests")  # the DAPG forward pass lives with the tests that use it too
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    from onnx_helpers import DapgDoorExpert  # the same MLP layout for every DAPG task
-
-    actor = ActorToExport(DapgDoorExpert(weights).eval(), get_spec(task), "dapg-expert", 0)
-    report = export_actor(actor, out, rollout_observations(actor, 1000), "expert rollouts")
-    print(f"exported {weights.name} to {out} (max |onnx - torch| {report.max_abs_diff:.1e})")
-    return out
-
-
 def recipe_folder(stores: Path, name: str, task: str, recipe: StoreRecipe) -> Path:
     digest = hashlib.sha1(json.dumps({"task": task, **asdict(recipe)}, sort_keys=True).encode()).hexdigest()[:8]
     return stores / f"{name}-{digest}"
@@ -148,7 +133,12 @@ def _build(staging: Path, task: str, recipe: StoreRecipe) -> None:
     human = HUMAN_DEMOS.get(task)
     demonstrator = "scripted"
     if recipe.demonstrator == "dapg-expert":
-        demonstrator = f"policy:{export_dapg_expert(task, DAPG_EXPERTS[task], staging / 'expert.onnx')}"
+        expert = staging / "expert.onnx"
+        awac_robot(
+            "import-policy", "dapg", str(DAPG_EXPERTS[task]), "--task", task, "--out", str(expert),
+            "--verify", "1000", "--eval-episodes", "0",
+        )  # fmt: skip
+        demonstrator = f"policy:{expert}"
     elif recipe.demonstrator == "bc-on-human":
         demos = staging / "human.zarr"
         awac_robot("demos", "import", "dapg", str(human), "--task", task, "--store", str(demos))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from awac_robot.export import ActorToExport, policy_metadata, write_onnx
@@ -43,22 +42,3 @@ def write_policy(module: torch.nn.Module, spec: TaskSpec, path: Path, run_id: st
     """An ONNX policy with awac-robot metadata, skipping export's verification (adversarial policies fail it)."""
     write_onnx(module, spec, path, policy_metadata(ActorToExport(module, spec, run_id, 1)))
     return path
-
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit"
-
-
-class DapgDoorExpert(torch.nn.Module):
-    """The DAPG door expert (reference data, tests only) as a deterministic torch actor: a real, good policy."""
-
-    def __init__(self, weights: Path) -> None:
-        super().__init__()
-        with np.load(weights) as data:
-            for key in data.files:
-                self.register_buffer(key, torch.as_tensor(data[key], dtype=torch.float32))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = (obs - self.in_shift) / (self.in_scale + 1e-8)
-        x = torch.tanh(x @ self.w0.T + self.b0)
-        x = torch.tanh(x @ self.w1.T + self.b1)
-        return torch.clamp((x @ self.w2.T + self.b2) * self.out_scale + self.out_shift, -1.0, 1.0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx_helpers import REFERENCE, AdversarialPolicy, DapgDoorExpert, small_actor, write_policy
+from onnx_helpers import AdversarialPolicy, small_actor, write_policy
 
 from awac_robot.cli import main
 from awac_robot.control import safety
@@ -27,10 +27,11 @@ from awac_robot.control.limits import default_config, default_limits
 from awac_robot.control.runlog import load_log
 from awac_robot.control.shm import Slot
 from awac_robot.control.supervisor import CONTROLLER_LOG, SUPERVISOR_LOG, Supervisor
+from awac_robot.dapg_policy import import_dapg_policy
 from awac_robot.envs import get_spec
-from awac_robot.export import ActorToExport, export_actor, rollout_observations
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
 #: how far (m) the Fetch gripper can trail its mocap target, which the deltas move (docs/deploy.md)
 TRACKING_LAG = 0.02
 
@@ -201,10 +202,8 @@ def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsy
     weights = REFERENCE / "door_expert.npz"
     if not weights.exists():
         pytest.skip(f"reference data not found at {weights} (see common notes: ../shared/data)")
-    spec = get_spec("door")
-    actor = ActorToExport(DapgDoorExpert(weights).eval(), spec, "dapg-expert", 0)
     policy = tmp_path / "policies" / "door.onnx"
-    export_actor(actor, policy, rollout_observations(actor, 1000), "rollouts")
+    import_dapg_policy(weights, "door", policy, verify=1000, eval_episodes=0)
     log = tmp_path / "door-run"
     argv = ["deploy", "--policy", str(policy), "--limits", str(ROOT / "deploy" / "door.yaml"), "--duration", "2.3"]
     assert main([*argv, "--log", str(log), "--json"]) == 0

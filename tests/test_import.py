@@ -15,6 +15,7 @@ from awac_robot.importers import DapgImportError, import_dapg, load_restricted_p
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import DemoStore
 
+ROOT = Path(__file__).resolve().parents[1]
 DOOR_DEMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit" / "door-v0_demos.pickle"
 needs_door_demos = pytest.mark.skipif(
     not DOOR_DEMOS.exists(), reason=f"reference data absent: {DOOR_DEMOS} (see ../shared/data/README.md)"
@@ -74,8 +75,13 @@ def test_wrong_files_and_tasks_write_nothing(tmp_path: Path) -> None:
     wrong_size.write_bytes(pickle.dumps([demo]))
     with pytest.raises(SpecMismatch, match=r"episode 0 has observations \(5, 45\).*needs \(T, 39\)"):
         import_dapg(wrong_size, "door", tmp_path / "door.zarr")
-    with pytest.raises(DapgImportError, match="no documented success rule .* 'pen'"):
-        import_dapg(wrong_size, "pen", tmp_path / "pen.zarr")
+    with pytest.raises(DapgImportError, match="DAPG files hold Adroit hand demonstrations .* 'push' is not one"):
+        import_dapg(wrong_size, "push", tmp_path / "push.zarr")
+    own_task = tmp_path / "my_pen.yaml"  # a task of the user's own: no rule is known for it
+    own_task.write_text((ROOT / "envs" / "pen.yaml").read_text().replace("name: pen", "name: my_pen"))
+    with pytest.raises(DapgImportError, match="'my_pen' has no success rule that can be recomputed") as err:
+        import_dapg(wrong_size, str(own_task), tmp_path / "push.zarr")
+    assert "\n" not in str(err.value)
     not_a_list = tmp_path / "dict.pickle"
     not_a_list.write_bytes(pickle.dumps({"observations": 1}))
     with pytest.raises(DapgImportError, match="non-empty list of episode dicts"):
@@ -84,4 +90,4 @@ def test_wrong_files_and_tasks_write_nothing(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a pickle at all")
     with pytest.raises(DapgImportError, match="not a readable pickle"):
         import_dapg(garbage, "door", tmp_path / "door.zarr")
-    assert not (tmp_path / "door.zarr").exists() and not (tmp_path / "pen.zarr").exists()
+    assert not (tmp_path / "door.zarr").exists() and not (tmp_path / "push.zarr").exists()

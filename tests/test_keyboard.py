@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -12,9 +13,12 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from awac_robot.demonstrators.keyboard import TeleopUnavailable, make_keyboard
+from awac_robot.cli import main
+from awac_robot.demonstrators.keyboard import KeyboardTeleop, TeleopUnavailable, make_keyboard
+from awac_robot.envs import make_env
 from awac_robot.store import DemoStore
 
 # One keyboard take of `reach` in the child: prints the actions and the verdict, or QUIT.
@@ -100,6 +104,7 @@ def test_keys_move_the_gripper_and_the_verdict_is_the_persons(terminal: Terminal
     assert all(a == [0.0, 0.0, 0.0, 1.0] for a in actions[:first]), "gripper starts open, arm still"
     assert all(a == [0.0, 0.0, 0.0, -1.0] for a in actions[first + 1 :]), "after Enter the arm holds still"
     assert "take ended" in terminal.output and "discarded" in terminal.output
+    assert "| goal (" in terminal.output and "| distance " in terminal.output, "the live status line is shown"
     assert terminal.restored, "terminal settings must be restored when the process exits"
 
 
@@ -111,8 +116,9 @@ def test_q_quits_cleanly_and_restores_the_terminal(terminal: Terminal) -> None:
     assert terminal.restored
 
 
-def test_keep_is_yes(terminal: Terminal) -> None:
+def test_keep_is_yes_and_the_status_line_updates_while_waiting(terminal: Terminal) -> None:
     terminal.wait_for("keys: w/s x")
+    terminal.wait_for("| distance ", count=3)  # rewritten every step, keys or not
     terminal.type(b"\r")
     terminal.wait_for("keep this take?")
     terminal.type(b"y")
@@ -152,7 +158,39 @@ def test_refuses_without_a_terminal() -> None:
         os.close(write_end)
 
 
-def test_refuses_a_task_that_is_not_tabletop() -> None:
-    with pytest.raises(TeleopUnavailable, match="tabletop tasks only") as err:
-        make_keyboard("door")
+@pytest.mark.parametrize("task", ["door", "pen", "relocate", "hammer", "kitchen"])
+def test_refuses_a_task_whose_actions_are_not_a_gripper_move(task: str) -> None:
+    with pytest.raises(TeleopUnavailable, match=f"task '{task}' takes .* not the gripper move dx, dy, dz") as err:
+        make_keyboard(task)
     assert "\n" not in str(err.value)
+
+
+def test_collect_refuses_keyboard_for_kitchen_before_making_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "kitchen.zarr"
+    argv = ["collect", "--task", "kitchen", "--demonstrator", "keyboard", "--episodes", "1", "--store", str(store)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "takes 9 action numbers" in err and err.count("\n") == 1
+    assert not store.exists()
+
+
+def test_status_line_shows_gripper_object_goal_and_distance() -> None:
+    """The numbers a person steers by, read from the observation the next action is taken in."""
+    master, slave = pty.openpty()
+    try:
+        env = make_env("push")
+        obs, _ = env.reset(seed=3)
+        with KeyboardTeleop(env.config.control_period, fd=slave, out=io.StringIO()) as demo:
+            demo.reset(env, obs)
+            line = demo.status(obs)
+        names = env.config.obs_names
+        at = {name: obs[names.index(name)] for name in names}
+        for entry in ("grip_pos", "object_pos", "desired_goal"):
+            assert " ".join(f"{at[f'{entry}_{axis}']:+.3f}" for axis in "xyz") in line
+        distance = np.linalg.norm([at[f"achieved_goal_{a}"] - at[f"desired_goal_{a}"] for a in "xyz"])
+        assert f"distance {distance:.3f} m (solved below 0.05)" in line
+    finally:
+        os.close(master)
+        os.close(slave)

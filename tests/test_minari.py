@@ -19,11 +19,11 @@ from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.demonstrators.scripted import make_scripted
 from awac_robot.envs import TaskEnv, get_task, gym_env_spec, gym_id, make_env
-from awac_robot.importers import FETCH_GOAL_DISTANCE, KITCHEN_DONE_DISTANCE, KITCHEN_GOAL_SIZES
 from awac_robot.minari_io import D4RL_TASKS, import_minari
 from awac_robot.rollout import rollout
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError
+from awac_robot.success_rules import FETCH_GOAL_DISTANCE, KITCHEN_DONE_DISTANCE, KITCHEN_GOAL_SIZES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 gym.register_envs(gymnasium_robotics)  # the raw simulator ids, recorded as D4RL's datasets were

@@ -17,7 +17,8 @@ def test_solves_seeded_episodes(task: str) -> None:
     env = make_env(task)
     demo = make_scripted(task)
     results = [run_episode(env, demo, seed) for seed in range(3)]
-    assert all(r.length == env.config.episode_steps for r in results)
+    # full length, or ended early because the task terminated (the kitchen, once every subtask is done)
+    assert all(r.length == env.config.episode_steps or r.terminated[-1] for r in results)
     assert all(r.success[-1] for r in results), [r.seed for r in results if not r.success[-1]]
 
 
@@ -38,9 +39,9 @@ def test_actions_are_finite_in_bounds_and_shaped_even_under_noise(task: str) -> 
         obs, *_ = env.step(noisy)
 
 
-@pytest.mark.parametrize("task", ["reach", "push", "pick_place"])
+@pytest.mark.parametrize("task", ["reach", "push", "pick_place", "kitchen"])
 def test_closed_loop_recovers_from_moderate_noise(task: str) -> None:
-    """Noise 0.1 barely dents the tabletop experts: they re-plan from each observation."""
+    """Noise 0.1 barely dents the tabletop and kitchen experts: they re-plan from each observation."""
     env = make_env(task)
     demo = make_scripted(task)
     results = [run_episode(env, demo, seed, noise=0.1) for seed in range(4)]
@@ -78,3 +79,29 @@ def test_fifty_episode_success_rate(task: str) -> None:
     final = np.mean([r.success[-1] for r in results])
     any_step = np.mean([r.solved for r in results])
     assert final >= 0.9 and any_step >= 0.9, (final, any_step)
+
+
+def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alone() -> None:
+    """The slide expert plans on a scratch copy: the real state is untouched, and the real puck lands as rehearsed."""
+    env = make_env("slide")
+    expert = make_scripted("slide")
+    obs, _ = env.reset(seed=4)
+    expert.reset(env, obs)
+    sim = env.unwrapped
+    for _ in range(env.config.episode_steps):
+        state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.mocap_pos.copy())
+        action = expert.act(obs)
+        if expert._strike:  # this step planned a strike (rehearsing it many times) and returned its first action
+            break
+        obs, *_ = env.step(action)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(state, (sim.data.qpos, sim.data.qvel, sim.data.mocap_pos), strict=True)
+    )
+    strike = [action, *expert._strike]
+    predicted = expert._rehearsal.landing(strike)
+    puck = env.config.obs_names.index("object_pos_x")
+    start = obs[puck : puck + 2].copy()
+    for step in strike + [strike[-1]] * 30:  # play the strike, then hold still while the puck glides
+        obs, *_ = env.step(step)
+    assert np.linalg.norm(obs[puck : puck + 2] - start) > 0.2, "the strike sent the puck sliding"
+    assert np.abs(obs[puck : puck + 2] - predicted).max() < 2e-3

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from awac_robot import __version__
-from awac_robot.cli import collect, demo, demos, deploy, tasks, train
+from awac_robot.cli import collect, demo, demos, deploy, import_policy, tasks, train, view
 from awac_robot.cli.errors import UserError
 from awac_robot.provenance import cli_command
 
-COMMAND_MODULES = (tasks, collect, demos, demo, train, deploy)
+COMMAND_MODULES = (tasks, collect, demos, import_policy, demo, train, deploy, view)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(exc: Exception) -> bool:
     from awac_robot.envs import TaskError
+    from awac_robot.gl import RenderError
     from awac_robot.spec import SpecMismatch
 
-    return isinstance(exc, (UserError, TaskError, SpecMismatch, FileNotFoundError))
+    return isinstance(exc, (UserError, TaskError, SpecMismatch, RenderError, FileNotFoundError))

@@ -17,11 +17,12 @@ from awac_robot.cli.errors import UserError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run collect -> finetune -> export -> deploy once on small settings",
+        help="run collect -> finetune -> export -> deploy -> video once on small settings",
         description=(
             "Run the pipeline end to end: list the tasks, collect scripted demonstrations into a Zarr store, "
             "pretrain AWAC offline and finetune it online, export the policy to ONNX and run it in the real-time "
-            "controller process behind the safety layer. Everything lands in --out, which is replaced each run."
+            "controller process behind the safety layer, then film the deployment from the robot's record. "
+            "Everything lands in --out, which is replaced each run."
         ),
     )
     parser.add_argument(
@@ -50,6 +51,13 @@ def _step(title: str, argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from awac_robot.demonstrators.catalog import task_demonstrators
+
+    if not task_demonstrators(args.task).scripted:
+        raise UserError(
+            f"the demo collects with a scripted expert and task '{args.task}' has none; "
+            "'awac-robot tasks' shows how to collect its demonstrations"
+        )
     out: Path = args.out
     if out.exists():
         if not (out / ".awac-robot-demo").exists():
@@ -61,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     task = ["--task", args.task]
     _step("the tasks", ["tasks"])
     _step(
-        "1/4 collect scripted demonstrations",
+        "1/5 collect scripted demonstrations",
         ["collect", *task, "--episodes", str(args.episodes), "--store", str(store), "--noise", str(args.noise)]
         + ["--no-progress"],
     )
     _step(
-        "2/4 AWAC: pretrain offline, then finetune online (the store keeps every online episode)",
+        "2/5 AWAC: pretrain offline, then finetune online (the store keeps every online episode)",
         [
             "finetune",
             *task,
@@ -82,16 +90,21 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     _step(
-        "3/4 export the policy to ONNX (verified against torch)",
+        "3/5 export the policy to ONNX (verified against torch)",
         ["export", "--checkpoint", str(run_dir), "--out", str(policy), "--store", str(store)],
     )
     _step(
-        "4/4 deploy: controller process + simulated robot, behind the safety layer",
+        "4/5 deploy: controller process + simulated robot, behind the safety layer",
         ["deploy", "--policy", str(policy), "--duration", str(args.duration), "--log", str(out / "deploy-logs")],
+    )
+    _step(
+        "5/5 film the deployment: the robot's record simulated again after the run, checked and rendered",
+        ["replay", "--log", str(out / "deploy-logs"), "--video", str(out / "deploy.mp4")],
     )
     print(
         f"\nDone. Everything is in {out}/: the demonstration store ({store.name}; 'awac-robot demos info {store}'),"
         f" the training run (run/: config.yaml, metrics.jsonl, curve.png, checkpoints), the ONNX policy and its"
-        f" card ({policy.name}), and the controller and robot run logs (deploy-logs/; format in docs/deploy.md)."
+        f" card ({policy.name}), the controller and robot run logs (deploy-logs/; format in docs/deploy.md) and"
+        f" the video of the deployment (deploy.mp4)."
     )
     return 0

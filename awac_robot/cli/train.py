@@ -10,8 +10,8 @@ from awac_robot.envs import make_env
 from awac_robot.store import StoreError
 from awac_robot.train.checkpoint import load_actor
 from awac_robot.train.config import ConfigError, TrainConfig, load_config
-from awac_robot.train.evaluation import evaluate
 from awac_robot.train.finetune import Trainer, TrainingError
+from awac_robot.train.runlog import RunLogError, check_tensorboard
 
 # Flags that override the config file; None means "not given".
 OVERRIDES = ("offline_steps", "online_steps", "seed", "algo")
@@ -35,17 +35,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--algo", choices=("awac", "bc"), help="bc = behaviour cloning baseline, same networks")
         parser.add_argument("--out", type=Path, help="run folder (default runs/TASK-ALGO-sSEED)")
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no progress bar: one plain line per metrics row instead"
+        )
+        parser.add_argument(
+            "--tensorboard", action="store_true", help="also write TensorBoard event files to RUN/tensorboard/"
+        )
         parser.set_defaults(handler=run_training, online=online)
 
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a checkpoint on fresh episodes",
-        description="Run the deterministic policy of a checkpoint (or a run's latest) and print its success rate.",
+        help="score a checkpoint or an ONNX policy on fresh episodes",
+        description=(
+            "Run the deterministic policy of a checkpoint (or a run's latest) or of an exported ONNX file on "
+            "the trainer's evaluation episodes (the same seeds, so the figures compare), print each episode "
+            "and the success rate with its 95%% Wilson interval."
+        ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed set")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint file (e.g. RUN/checkpoints/best.pt) or run folder")
+    source.add_argument("--policy", type=Path, help="ONNX policy from 'awac-robot export'")
+    parser.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes; ONNX: 30)")
+    parser.add_argument("--seed", type=int, help="evaluation seed set (default: the run's seed; ONNX: 0)")
+    parser.add_argument("--video", type=Path, metavar="DIR", help="also write one mp4 per episode into DIR")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -69,10 +82,20 @@ def run_training(args: argparse.Namespace) -> int:
             config = None
         else:
             config = resolve_config(args)
+        if args.tensorboard:
+            check_tensorboard()
         out = args.out or Path("runs") / f"{config.task}-{config.algo}-s{config.seed}"
-        trainer = Trainer(out, store, config, resume=args.resume, online=args.online, progress=not args.no_progress)
+        trainer = Trainer(
+            out,
+            store,
+            config,
+            resume=args.resume,
+            online=args.online,
+            progress=not args.no_progress,
+            tensorboard=args.tensorboard,
+        )
         result = trainer.train()
-    except (ConfigError, TrainingError, StoreError) as exc:
+    except (ConfigError, TrainingError, StoreError, RunLogError) as exc:
         raise UserError(str(exc)) from None
     print(
         f"run {out}: {trainer.counters.updates} updates, {trainer.counters.env_steps} online env steps, "
@@ -82,11 +105,62 @@ def run_training(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    loaded = load_actor(args.checkpoint)
-    env = make_env(loaded.config.task, reward="sparse")
-    result = evaluate(loaded.policy, env, args.episodes, args.seed)
+    import json
+
+    from awac_robot.filming import FilmedEpisode
+    from awac_robot.rollout import FunctionActor
+    from awac_robot.train.evaluation import deterministic_actor, eval_seed, run_evaluation
+    from awac_robot.video import write_video
+
+    if args.checkpoint is not None:
+        loaded = load_actor(args.checkpoint)
+        actor, spec, run_id, step = deterministic_actor(loaded.policy), loaded.spec, loaded.run_id, loaded.step
+        episodes, seed = loaded.config.eval_episodes, loaded.config.seed
+        source = str(args.checkpoint)
+    else:
+        from awac_robot.onnx_policy import OnnxPolicy
+
+        policy = OnnxPolicy(args.policy)
+        actor, spec, run_id, step = FunctionActor(policy), policy.spec, policy.metadata.run_id, policy.metadata.step
+        episodes, seed = TrainConfig.eval_episodes, 0
+        source = str(args.policy)
+    episodes = args.episodes if args.episodes is not None else episodes
+    seed = args.seed if args.seed is not None else seed
+    if episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {episodes}")
+    env = make_env(spec.name, reward="sparse", **({"render_mode": "rgb_array"} if args.video else {}))
+    spec.check_matches(env.config.spec, f"policy {source}")
+    written: list[Path] = []
+
+    def save_video(index: int, film: FilmedEpisode) -> None:
+        outcome = "solved" if film.episode.solved else "failed"
+        path = args.video / f"episode_{index:03d}_seed_{eval_seed(seed, index)}_{outcome}.mp4"
+        written.append(write_video(path, film.frames, film.fps))
+
+    try:
+        result = run_evaluation(actor, env, episodes, seed, save_video if args.video else None)
+    finally:
+        env.close()
+    low, high = result.interval
+    if args.json:
+        payload = {"policy": source, "task": spec.name, "run_id": run_id, "step": step, "seed": seed}
+        print(json.dumps({**payload, **result.to_dict(), "videos": [str(p) for p in written]}))
+        return 0
     print(
-        f"{loaded.run_id} update {loaded.step}: success {result['success_rate']:.2f} "
-        f"({round(result['success_rate'] * args.episodes)}/{args.episodes}), mean return {result['return']:.1f}"
+        f"{source}: run {run_id} update {step}, task {spec.name}, {episodes} episodes, "
+        f"seeds {eval_seed(seed, 0)}..{eval_seed(seed, episodes - 1)} (evaluation seed set {seed})"
     )
+    print(f"{'episode':>7} {'seed':>8} {'steps':>5} {'return':>8}  {'solved':<6} {'at step':>7}")
+    for index, score in enumerate(result.scores):
+        at = "-" if score.solved_at is None else str(score.solved_at)
+        print(
+            f"{index:>7} {score.seed:>8} {score.steps:>5} {score.total_return:>8.1f}  "
+            f"{'yes' if score.solved else 'no':<6} {at:>7}"
+        )
+    print(
+        f"success {result.success_rate:.2f} ({result.successes}/{episodes}), 95% interval [{low:.2f}, {high:.2f}] "
+        f"(Wilson); mean return {result.mean_return:.1f}"
+    )
+    if written:
+        print(f"videos: {len(written)} in {args.video}")
     return 0

@@ -292,6 +292,7 @@ def robot_process_main(cfg: RobotConfig) -> None:
         "task_spec": spec.to_dict(),
         "deploy": cfg.deploy.to_dict(),
         "period": spec.control_period,
+        "seed": cfg.seed,  # with the applied commands, what `awac-robot replay --log` re-simulates from
         "modes": {"1": "command applied", "2": "hold"},
         "hold_reasons": HOLD_REASONS,
         "scheduling": scheduling,

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from awac_robot.demonstrators import Demonstrator
 from awac_robot.demonstrators.scripted_adroit import DoorExpert, RelocateExpert
 from awac_robot.demonstrators.scripted_fetch import PickPlaceExpert, PushExpert, ReachExpert
+from awac_robot.demonstrators.scripted_kitchen import KitchenExpert
+from awac_robot.demonstrators.scripted_slide import SlideExpert
 from awac_robot.envs import TaskError, get_task
 
 _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
@@ -20,6 +22,8 @@ _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
     "push": PushExpert,
     "pick_place": PickPlaceExpert,
     "reach": ReachExpert,
+    "slide": SlideExpert,
+    "kitchen": KitchenExpert,
 }
 
 
@@ -32,7 +36,7 @@ def make_scripted(task: str) -> Demonstrator:
     name = get_task(task).name
     if name not in _EXPERTS:
         raise TaskError(
-            f"task '{name}' has no scripted demonstrator; scripted tasks are {', '.join(scripted_tasks())} "
-            "(use --demonstrator policy:PATH.onnx, or keyboard for a tabletop task)"
+            f"task '{name}' has no scripted demonstrator (scripted: {', '.join(scripted_tasks())}); "
+            "'awac-robot tasks' shows the commands that collect demonstrations for every task"
         )
     return _EXPERTS[name]()

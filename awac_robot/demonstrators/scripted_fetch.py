@@ -42,12 +42,15 @@ class FetchGains:
     push_offset: float = 0.05
 
 
-class _FetchLayout:
-    """Indices of the named observation entries, so the experts do not hard-code offsets."""
+class FetchLayout:
+    """Indices of the named observation entries, so the experts and the keyboard do not hard-code offsets."""
 
     def __init__(self, env: TaskEnv) -> None:
         names = env.config.obs_names
         self._at = {name: i for i, name in enumerate(names)}
+
+    def has(self, prefix: str) -> bool:
+        return f"{prefix}_x" in self._at
 
     def vec(self, obs: np.ndarray, prefix: str) -> np.ndarray:
         return np.array([obs[self._at[f"{prefix}_{axis}"]] for axis in "xyz"], dtype=np.float64)
@@ -68,16 +71,16 @@ class _FetchExpert:
 
     def __init__(self, gains: FetchGains | None = None) -> None:
         self.gains = gains or FetchGains()
-        self._layout: _FetchLayout | None = None
+        self._layout: FetchLayout | None = None
 
     def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
-        self._layout = _FetchLayout(env)
+        self._layout = FetchLayout(env)
 
     def keep_episode(self) -> bool:
         return True
 
     @property
-    def layout(self) -> _FetchLayout:
+    def layout(self) -> FetchLayout:
         if self._layout is None:
             raise RuntimeError("call reset(env, obs) before act(obs)")
         return self._layout

@@ -23,23 +23,44 @@ from awac_robot.train.build import build_actor
 from awac_robot.train.config import TrainConfig, from_dict
 
 CHECKPOINT_DIR = "checkpoints"
+#: The policy with the highest eval success so far (the earliest of equals), kept apart from the
+#: rotating checkpoints: it holds what `evaluate` and `export` read (no optimizer, no replay RNG),
+#: so it cannot be resumed from.
+BEST = "best.pt"
 FORMAT = 1
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
 
 
 def save_checkpoint(run_dir: Path, updates: int, state: dict[str, Any], keep: int) -> Path:
     """Atomically write `state` as the checkpoint for `updates`, then drop all but the newest `keep`."""
-    folder = run_dir / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ckpt_{updates:09d}.pt"
-    tmp = folder / f".{path.name}.tmp"
+    path = _save(Path(run_dir) / CHECKPOINT_DIR / f"ckpt_{updates:09d}.pt", state)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink()
+    return path
+
+
+def save_best(
+    run_dir: Path, run: dict[str, Any], policy: torch.nn.Module, counters: dict[str, Any], evaluation: dict[str, Any]
+) -> Path:
+    """Write best.pt: `run` (config, spec, run_id) and the evaluated policy's weights with its counters and eval."""
+    state = {**run, "counters": counters, "learner": {"policy": policy.state_dict()}, "eval": evaluation}
+    return _save(Path(run_dir) / CHECKPOINT_DIR / BEST, state)
+
+
+def best_success(run_dir: Path) -> float | None:
+    """The eval success rate stored in a run's best checkpoint, None if it has none yet."""
+    path = Path(run_dir) / CHECKPOINT_DIR / BEST
+    return float(read_checkpoint(path)["eval"]["success_rate"]) if path.is_file() else None
+
+
+def _save(path: Path, state: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         torch.save({"format": FORMAT, **state}, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink()
     return path
 
 

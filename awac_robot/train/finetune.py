@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from awac_robot.demonstrators.catalog import collect_hint
 from awac_robot.envs import get_spec, make_env
 from awac_robot.provenance import Batch
 from awac_robot.rollout import FunctionActor, Step, rollout
@@ -28,11 +29,12 @@ from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
-from awac_robot.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
+from awac_robot.train.checkpoint import best_success, list_checkpoints, read_checkpoint, save_best, save_checkpoint
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
 from awac_robot.train.evaluation import evaluate
+from awac_robot.train.plots import draw_curve
 from awac_robot.train.replay import Replay
-from awac_robot.train.runlog import RunLog
+from awac_robot.train.runlog import RunLog, format_row
 
 EPISODE_SEED_STRIDE = 100_000
 
@@ -52,10 +54,11 @@ class Counters:
 
 
 def missing_store_message(task: str, store_path: Path) -> str:
-    return (
-        f"no demo store at {store_path}: collect one first, e.g. "
-        f"`awac-robot collect --task {task} --episodes 100 --store {store_path}`"
-    )
+    return f"no demo store at {store_path}: {collect_hint(task, store_path)}"
+
+
+def empty_store_message(task: str, store_path: Path) -> str:
+    return f"store {store_path} holds no episodes: {collect_hint(task, store_path)}"
 
 
 def open_store(task: str, store_path: Path, mode: str) -> DemoStore:
@@ -65,10 +68,7 @@ def open_store(task: str, store_path: Path, mode: str) -> DemoStore:
     get_spec(task).check_matches(store.spec, f"store {store_path}")
     if store.num_episodes == 0:
         store.close()
-        raise TrainingError(
-            f"store {store_path} holds no episodes: add some with "
-            f"`awac-robot collect --task {task} --store {store_path}`"
-        )
+        raise TrainingError(empty_store_message(task, store_path))
     return store
 
 
@@ -83,6 +83,7 @@ class Trainer:
         resume: bool,
         online: bool,
         progress: bool = True,
+        tensorboard: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.online = online
@@ -118,7 +119,7 @@ class Trainer:
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.run_dir)
+        self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
             self.run_id = f"{self.run_dir.name}-{uuid.uuid4().hex[:8]}"
             self.last_eval: dict[str, Any] = {}
@@ -133,6 +134,7 @@ class Trainer:
             self.last_checkpoint = Path(state["path"])
             self._next_checkpoint = self.counters.updates + config.checkpoint_interval
             self.log.write({"event": "resume", "updates": self.counters.updates, "env_steps": self.counters.env_steps})
+        self.best_success = best_success(self.run_dir)
         if online:  # this invocation's online episodes are one provenance batch of the store
             arguments = {"run_id": self.run_id, "run_dir": str(self.run_dir.resolve()), "resumed": state is not None}
             self.store.start_batch(Batch.now("online", demonstrator="awac", arguments=arguments))
@@ -192,14 +194,24 @@ class Trainer:
         if self._stats:
             for key in self._stats[0]:
                 row[key] = float(torch.stack([s[key] for s in self._stats]).mean())
-        self.log.write(row)
+        self.record(row)
         self._stats.clear()
         self._log_clock = (time.perf_counter(), self.counters.updates)
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Log a metrics row; without a progress bar, also print it as one plain line."""
+        self.log.write(row)
+        if not self.progress:
+            print(format_row(row), flush=True)
 
     def run_eval(self, phase: str, eval_env: Any) -> dict[str, Any]:
         result = evaluate(self.learner.policy, eval_env, self.config.eval_episodes, self.config.seed)
         self.last_eval = {**result, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
-        self.log.write(
+        if self.best_success is None or result["success_rate"] > self.best_success:
+            self.best_success = result["success_rate"]
+            best = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "run_id": self.run_id}
+            save_best(self.run_dir, best, self.learner.policy, asdict(self.counters), self.last_eval)
+        self.record(
             {
                 "phase": phase,
                 "updates": self.counters.updates,
@@ -210,7 +222,7 @@ class Trainer:
                 "time": time.time(),
             }
         )
-        self.log.draw_curve(self.config.offline_steps)
+        draw_curve(self.run_dir)
         return self.last_eval
 
     @torch.no_grad()
@@ -233,6 +245,7 @@ class Trainer:
             self.checkpoint()
         finally:
             self.store.close()
+            self.log.close()
         return self.last_eval
 
     def offline_phase(self, eval_env: Any) -> None:

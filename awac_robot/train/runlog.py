@@ -1,28 +1,48 @@
-"""The run folder's human-facing record: `metrics.jsonl` (one JSON object a line) and `curve.png`.
+"""The run folder's human-facing record: `metrics.jsonl` (one JSON object a line), `curve.png`, TensorBoard.
 
 Metric lines are appended and flushed one by one, so a killed run keeps every line it
-wrote; a resumed run appends to the same file, and the curve is redrawn from it.
+wrote; a resumed run appends to the same file, and the curve (train/plots.py) is redrawn
+from it. With `tensorboard=True` every numeric value also goes to TensorBoard event files
+in `tensorboard/` (tensorboardX, the optional `tensorboard` extra), flushed per line too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from awac_robot.train.evaluation import wilson_interval
+
 METRICS = "metrics.jsonl"
 CURVE = "curve.png"
+TENSORBOARD = "tensorboard"
+
+
+class RunLogError(RuntimeError):
+    """The run log cannot do what was asked (TensorBoard without tensorboardX); the message says how to fix it."""
 
 
 class RunLog:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = False) -> None:
         self.run_dir = run_dir
         self.path = run_dir / METRICS
+        self._board = _board_writer(run_dir / TENSORBOARD) if tensorboard else None
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
+        if self._board is not None and "updates" in row and "phase" in row:
+            for key, value in row.items():
+                if key not in ("updates", "env_steps", "time") and isinstance(value, (int, float)):
+                    self._board.add_scalar(f"{row['phase']}/{key}", value, row["updates"])
+            if "eval_success" in row:
+                self._board.add_scalar("eval/success_by_env_steps", row["eval_success"], row["env_steps"])
+            self._board.flush()
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -35,28 +55,35 @@ class RunLog:
                 continue
         return rows
 
-    def draw_curve(self, offline_steps: int) -> Path:
-        """Eval success vs env steps; offline evaluations sit left of 0 on a shaded band, placed by update."""
-        import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
+def check_tensorboard() -> None:
+    """Fail before a run starts, not after its store is open, when TensorBoard files cannot be written."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise RunLogError(
+            "--tensorboard needs tensorboardX: pip install 'awac-robot[tensorboard]' (or drop --tensorboard)"
+        ) from None
 
-        evals = [r for r in self.rows() if "eval_success" in r]
-        x = [r["env_steps"] if r["phase"] == "online" else r["updates"] - offline_steps for r in evals]
-        y = [100.0 * r["eval_success"] for r in evals]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        if offline_steps:
-            ax.axvspan(-offline_steps, 0, color="0.9", label=f"offline pretraining ({offline_steps} updates)")
-        ax.plot(x, y, marker="o")
-        ax.set_xlabel("online env steps (offline phase: updates before the first env step)")
-        ax.set_ylabel("eval success (%)")
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
-        fig.tight_layout()
-        tmp = self.run_dir / f".{CURVE}.tmp.png"
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        os.replace(tmp, self.run_dir / CURVE)
-        return self.run_dir / CURVE
+
+def _board_writer(folder: Path) -> Any:
+    check_tensorboard()
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(folder))
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One plain line for a metrics row, for logs read without a progress bar (nohup, CI)."""
+    where = f"[{row['phase']}] update {row['updates']} env step {row['env_steps']}"
+    if "eval_success" in row:
+        episodes = int(row["eval_episodes"])
+        low, high = wilson_interval(round(row["eval_success"] * episodes), episodes)
+        return (
+            f"{where}: eval success {row['eval_success']:.2f} [{low:.2f}, {high:.2f}] over {episodes} episodes, "
+            f"return {row['eval_return']:.1f}"
+        )
+    shown = [("critic_loss", "critic", ".3g"), ("actor_loss", "actor", ".3g"), ("q_mean", "Q", ".3g")]
+    shown += [("weight_ess", "ESS", ".0f"), ("updates_per_s", "updates/s", ".0f")]
+    parts = [f"{name} {row[key]:{spec}}" for key, name, spec in shown if key in row]
+    return f"{where}: {', '.join(parts)}"

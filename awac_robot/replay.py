@@ -1,0 +1,218 @@
+"""Stored episodes and deployments simulated again from their seed and actions, checked, and filmed.
+
+The simulator is deterministic, so replaying an episode's actions from `env.reset(seed)`
+reproduces its observations bit for bit (max difference 0.0) on the simulator versions the
+project pins. Any difference means the store was recorded by another simulator (or another
+task definition), and its actions no longer lead where the store says; the check reports
+by how much and from which step, and the video then shows the replay, not the recording.
+
+A deployment is replayed from the robot process's own record (`robot.runlog`: the
+observation and the applied command of every simulator step, and the seed): the replay
+repeats the robot loop's simulator calls in order -- reset, its steps, reset at each
+episode's end -- so it meets the same starts, and checks every observation the robot saw.
+This runs after the run, in its own process: nothing is ever rendered inside the real-time
+robot process. The applied commands are float64, as the robot sent them to the simulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from awac_robot.control.runlog import RunLogError, load_log
+from awac_robot.control.supervisor import ROBOT_LOG
+from awac_robot.envs import TaskEnv, get_spec, make_env
+from awac_robot.filming import FilmedEpisode, film_episode, filmed_rollout
+from awac_robot.rollout import Step, rollout
+from awac_robot.spec import TaskSpec
+from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode
+
+
+class ReplayError(ValueError):
+    """An episode that cannot be replayed as asked (out of range, no seed); the message says why."""
+
+
+@dataclass
+class PlaybackActor:
+    """Plays a stored action sequence back, one action per step."""
+
+    actions: np.ndarray
+    _next: int = 0
+
+    def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
+        self._next = 0
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        action = self.actions[self._next]
+        self._next += 1
+        return action
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """How a replayed episode compares with the stored one."""
+
+    stored_steps: int
+    replayed_steps: int
+    max_obs_diff: float
+    first_diff_step: int | None
+
+    @property
+    def exact(self) -> bool:
+        return self.first_diff_step is None and self.stored_steps == self.replayed_steps
+
+    def describe(self, recording: str = "the store") -> str:
+        if self.exact:
+            return f"replay matches {recording} exactly ({self.stored_steps} steps, max observation difference 0.0)"
+        versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("mujoco", "gymnasium-robotics"))
+        return (
+            f"replay DIFFERS from {recording}: max observation difference {self.max_obs_diff:.3g}, first at step "
+            f"{self.first_diff_step}, {self.replayed_steps} steps replayed of {self.stored_steps} recorded; it "
+            f"was recorded with another simulator or task definition (this is {versions})"
+        )
+
+
+@dataclass
+class Replayed:
+    index: int
+    stored: Episode
+    check: ReplayCheck
+    film: FilmedEpisode | None  # None when only checked
+
+
+def read_episodes(store_path: Path, indices: list[int]) -> tuple[DemoStore, dict[int, Episode]]:
+    """The episodes `indices` of a store (closed again), checked to be replayable."""
+    if not Path(store_path).exists():
+        raise FileNotFoundError(f"no demo store at {store_path}")
+    with DemoStore.open(store_path) as store:
+        count = store.num_episodes
+        wrong = [i for i in indices if not 0 <= i < count]
+        if wrong:
+            raise ReplayError(f"store {store_path} has {count} episodes (0..{count - 1}); no episode {wrong[0]}")
+        wanted = set(indices)
+        found = {i: e for i, e in zip(itertools.count(), store.episodes(), strict=False) if i in wanted}
+    for index, episode in found.items():
+        if episode.seed == UNKNOWN_SEED:
+            raise ReplayError(
+                f"episode {index} of {store_path} has no reset seed (source {episode.source}): nothing to replay from"
+            )
+    return store, found
+
+
+def compare(recorded_obs: np.ndarray, recorded_steps: int, replayed: Episode) -> ReplayCheck:
+    """Observations recorded (row t: before action t) against a replayed episode's."""
+    steps = min(len(recorded_obs), len(replayed.obs))
+    diff = np.abs(recorded_obs[:steps].astype(np.float64) - replayed.obs[:steps]).max(axis=1)
+    bad = np.flatnonzero(diff > 0)
+    return ReplayCheck(recorded_steps, replayed.length, float(diff.max()), int(bad[0]) if bad.size else None)
+
+
+def replay_episodes(
+    store_path: Path, indices: list[int], size: int | None = None, caption: str = "{task} episode {index} (seed {seed})"
+) -> list[Replayed]:
+    """Re-simulate the episodes `indices` of a store, each checked against the store; filmed at `size` px if given.
+
+    `caption` heads every frame; it may use {task}, {index} and {seed}.
+    """
+    store, episodes = read_episodes(store_path, indices)
+    task = store.spec.name
+    render = {} if size is None else {"render_mode": "rgb_array", "size": size}
+    env = make_env(task, reward=store.reward_mode, **render)
+    results = []
+    try:
+        for index in indices:
+            stored = episodes[index]
+
+            def at_stored_end(step: Step, stored: Episode = stored) -> bool:
+                return step.index + 1 >= stored.length  # an episode cut short (budget, a person) ends there again
+
+            actor, kwargs = PlaybackActor(stored.action), {"source": stored.source, "on_step": at_stored_end}
+            if size is None:
+                film, replayed = None, rollout(env, actor, stored.seed, **kwargs)
+            else:
+                text = caption.format(task=task, index=index, seed=stored.seed)
+                film = filmed_rollout(env, actor, stored.seed, text, **kwargs)
+                replayed = film.episode
+            results.append(Replayed(index, stored, compare(stored.obs, stored.length, replayed), film))
+    finally:
+        env.close()
+    return results
+
+
+@dataclass
+class DeployedEpisode:
+    """One robot episode of a deployment (the last is usually cut short by the end of the run)."""
+
+    index: int
+    steps: int
+    check: ReplayCheck
+    replayed: Episode
+    film: FilmedEpisode | None
+
+
+def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisode]:
+    """Re-simulate every robot episode of a deploy run folder (or its robot.runlog); filmed at `size` px if given."""
+    path = Path(run) / ROBOT_LOG if Path(run).is_dir() else Path(run)
+    if not path.is_file():
+        raise FileNotFoundError(f"no robot record at {path}: pass a deploy run folder (`awac-robot deploy --log DIR`)")
+    try:
+        columns, meta = load_log(path)
+    except RunLogError as exc:
+        raise ReplayError(str(exc)) from None
+    if "seed" not in meta or "applied" not in columns:
+        raise ReplayError(f"{path} records no seed or no applied commands (an older deploy): it cannot be replayed")
+    if meta["seed"] is None:
+        raise ReplayError(f"{path}: the deployment ran without a seed, so its starts cannot be reproduced")
+    spec = TaskSpec.from_dict(meta["task_spec"])
+    get_spec(spec.name).check_matches(spec, f"robot record {path}")
+    if not len(columns["episode"]):
+        raise ReplayError(f"{path} holds no simulator steps")
+    render = {} if size is None else {"render_mode": "rgb_array", "size": size}
+    env = make_env(spec.name, seed=int(meta["seed"]), **render)  # the robot's env: its first reset takes the seed
+    results = []
+    try:
+        for index in np.unique(columns["episode"]).tolist():
+            rows = np.flatnonzero(columns["episode"] == index)
+            obs, applied = columns["obs"][rows], columns["applied"][rows]
+
+            def run_robot_episode(applied: np.ndarray = applied) -> Episode:
+                return _robot_episode(env, applied)
+
+            if size is None:
+                film, replayed = None, run_robot_episode()
+            else:
+                film = film_episode(env, run_robot_episode, f"{spec.name} deployment, episode {index}")
+                replayed = film.episode
+            results.append(DeployedEpisode(index, len(rows), compare(obs, len(rows), replayed), replayed, film))
+    finally:
+        env.close()
+    return results
+
+
+def _robot_episode(env: TaskEnv, applied: np.ndarray) -> Episode:
+    """The robot loop's simulator calls for one episode: an unseeded reset, then each applied command in turn."""
+    obs, _ = env.reset()
+    observations, rewards, terminated, truncated, success = [obs], [], [], [], []
+    for command in applied:
+        obs, reward, term, trunc, info = env.step(command)
+        observations.append(obs)
+        rewards.append(reward)
+        terminated.append(term)
+        truncated.append(trunc)
+        success.append(info["success"])
+        if term or trunc:
+            break
+    steps = len(rewards)
+    return Episode(
+        obs=np.stack(observations),
+        action=applied[:steps],
+        reward=np.asarray(rewards),
+        terminated=np.asarray(terminated),
+        truncated=np.asarray(truncated),
+        success=np.asarray(success),
+        source="policy",
+    )
