@@ -1,6 +1,6 @@
 """Which batch size learns fastest per wall-clock second: offline AWAC on one store, success vs time.
 
-    .venv/bin/python bench/batch.py --store bench_runs/door-expert-e50-n0.2-p0-base.zarr
+    .venv/bin/python bench/batch.py --store bench_runs/stores/door-expert-DIGEST/store.zarr
         [--task door] [--batches 256 1024] [--samples 6400000] [--points 8] [--eval-episodes 30]
         [--work bench_runs/batch] [--jobs 2]
 

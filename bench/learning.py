@@ -5,8 +5,8 @@
         [--config FILE] [--work bench_runs] [--data expert|scripted] [--episodes 50] [--noise SIGMA]
         [--perturb FRACTION]
 
-Builds the store once per data setting (`WORK/TASK-DATA-...-base.zarr`), plus the 25 human DAPG
-demos when ../shared/data is there. Its episodes come from one of two demonstrators:
+Builds the store once per data setting (`WORK/stores/TASK-DATA-DIGEST/`, bench/stores.py), plus
+the 25 human DAPG demos when ../shared/data is there. Its episodes come from one of two demonstrators:
 - `expert` (the default when the reference data is there): the DAPG door expert exported to
   ONNX and run by `collect --demonstrator policy:...` with Gaussian action noise (default 0.2:
   45% success in 20 episodes; 0.0 gave 100%, 0.4 gave 0%). It sees only the observation, so
@@ -34,133 +34,66 @@ AWAC 33 / 62 / 57% of 500 per seed (rising from 19-39% in the first 100 to 33-73
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
+from runner import ROOT, FinetuneJob, FinetuneResult, describe_eval, run_finetune
+from stores import DAPG_EXPERTS, HUMAN_DEMOS, BuiltStore, StoreRecipe, cached_store
 
-from awac_robot.dapg_policy import import_dapg_policy
-from awac_robot.store import DemoStore
-from awac_robot.train.runlog import RunLog
-
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
-HUMAN_DEMOS = {"door": REFERENCE / "door-v0_demos.pickle"}
-EXPERTS = {"door": REFERENCE / "door_expert.npz"}
 DEFAULT_NOISE = {"expert": 0.2, "scripted": 0.0}
 DEFAULT_PERTURB = {"expert": 0.0, "scripted": 0.6}
 
 
-def cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "awac_robot", *args], check=True)
-
-
-def export_expert(task: str, weights: Path, out: Path) -> Path:
-    """The DAPG expert as an awac-robot ONNX policy (`awac-robot import-policy dapg`)."""
-    if out.exists():
-        return out
-    report = import_dapg_policy(weights, task, out, verify=1000, eval_episodes=0)
-    print(f"imported {weights.name} to {out} (max |onnx - numpy| {report.export.max_abs_diff:.1e})")
-    return out
-
-
 def choose_data(args: argparse.Namespace) -> str:
     """The demonstrator for the store: the requested one, or the scripted one when the expert is missing."""
-    expert = EXPERTS.get(args.task)
+    expert = DAPG_EXPERTS.get(args.task)
     if args.data == "expert" and (expert is None or not expert.exists()):
-        where = f"at {expert}" if expert else f"for {args.task} (only {', '.join(EXPERTS)} has one)"
+        where = f"at {expert}" if expert else f"for {args.task} (only {', '.join(DAPG_EXPERTS)} has one)"
         print(f"(no DAPG expert {where}: falling back to the scripted demonstrator)")
         return "scripted"
     return args.data
 
 
-def build_store(args: argparse.Namespace, data: str, noise: float, perturb: float, path: Path) -> None:
-    if path.exists():
-        return
-    staging = path.with_name(path.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    demonstrator = "scripted"
-    if data == "expert":
-        policy = export_expert(args.task, EXPERTS[args.task], args.work / f"{args.task}_expert.onnx")
-        demonstrator = f"policy:{policy}"
-    cli(
-        "collect", "--task", args.task, "--episodes", str(args.episodes), "--store", str(staging),
-        "--demonstrator", demonstrator, "--noise", str(noise), "--perturb", str(perturb), "--no-progress",
-    )  # fmt: skip
+def build_store(args: argparse.Namespace, data: str) -> BuiltStore:
     human = HUMAN_DEMOS.get(args.task)
-    if human is not None and human.exists():
-        cli("demos", "import", "dapg", str(human), "--task", args.task, "--store", str(staging))
-    else:
+    with_human = human is not None and human.exists()
+    if not with_human:
         print(f"(no human demos for {args.task} at {human}: demonstrator data only)")
-    staging.rename(path)
+    recipe = StoreRecipe(
+        "dapg-expert" if data == "expert" else "scripted",
+        episodes=args.episodes,
+        noise=DEFAULT_NOISE[data] if args.noise is None else args.noise,
+        perturb=DEFAULT_PERTURB[data] if args.perturb is None else args.perturb,
+        human_demos=with_human,
+    )
+    store = cached_store(args.work / "stores", f"{args.task}-{data}", args.task, recipe)
+    print(f"store {store.path} ({recipe.describe()}): {store.summary()}")
+    return store
 
 
-def describe_store(path: Path) -> float:
-    with DemoStore.open(path) as store:
-        meta = store.episode_meta()
-        steps = store.num_steps
-    print(f"store {path}: {len(meta['source'])} episodes, {steps} steps")
-    for source in sorted(set(meta["source"].tolist())):
-        mine = meta["source"] == source
-        print(f"  {source:<12} {mine.sum():>4} episodes, success {meta['success'][mine].mean():.0%}")
-    rate = float(meta["success"].mean())
-    print(f"  data success rate {rate:.0%}")
-    return rate
-
-
-def curve_points(run_dir: Path, offline_steps: int) -> list[dict]:
-    """The eval at the end of offline pretraining, then every online eval, each with the last updates/s logged."""
-    points, speed = [], float("nan")
-    for row in RunLog(run_dir).rows():  # complete lines only: the run is still writing
-        speed = row.get("updates_per_s", speed)
-        offline_end = row["phase"] == "offline" and row["updates"] == offline_steps
-        if "eval_success" in row and (offline_end or row["phase"] == "online"):
-            points.append({**row, "updates_per_s": speed})
-    return points
-
-
-def run_seed(args: argparse.Namespace, base: Path, algo: str, seed: int) -> list[dict]:
+def run_seed(args: argparse.Namespace, store: BuiltStore, algo: str, seed: int) -> FinetuneResult:
     """One finetune run; its points are printed as they are logged, so a run cut short still reports."""
-    config = write_config(args, base, algo)
-    folder = args.work / f"{base.name.removesuffix('-base.zarr')}-{algo}-s{seed}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    store = folder / f"{args.task}.zarr"
-    shutil.copytree(base, store)
-    started = time.time()
-    command = [
-        sys.executable, "-m", "awac_robot",
-        "finetune", "--task", args.task, "--store", str(store), "--config", str(config), "--out", str(folder / "run"),
-        "--seed", str(seed), "--algo", algo, "--offline-steps", str(args.offline_steps),
-        "--online-steps", str(args.online_steps), "--no-progress",
-    ]  # fmt: skip
-    process = subprocess.Popen(command)
-    shown: list[dict] = []
-    while True:
-        finished = process.poll() is not None  # checked before reading, so the last lines are never missed
-        shown_before = len(shown)
-        shown = curve_points(folder / "run", args.offline_steps)
-        for r in shown[shown_before:]:
-            label = "offline end" if r["phase"] == "offline" else f"online {r['env_steps']:>7}"
-            print(
-                f"  {algo} seed {seed} {label}: success {r['eval_success']:.0%}  wall {r['time'] - started:7.0f} s"
-                f"  ({r['updates_per_s']:.0f} updates/s)",
-                flush=True,
-            )
-        if finished:
-            break
-        time.sleep(5)
-    if process.returncode:
-        raise subprocess.CalledProcessError(process.returncode, command)
-    return [{**r, "started": started} for r in shown]
+    label = store.path.parent.name
+    job = FinetuneJob(
+        label=f"{algo} seed {seed}",
+        task=args.task,
+        store=store.path,
+        folder=args.work / f"{label}-{algo}-s{seed}",
+        algo=algo,
+        seed=seed,
+        offline_steps=args.offline_steps,
+        online_steps=args.online_steps,
+        config=write_config(args, label, algo),
+    )
+    result = run_finetune(job)
+    if result.failed:
+        raise RuntimeError(f"{job.label}: finetune exited {result.returncode}: {result.last_output} (log {job.log})")
+    return result
 
 
-def write_config(args: argparse.Namespace, base: Path, algo: str) -> Path:
+def write_config(args: argparse.Namespace, label: str, algo: str) -> Path:
     """The run config: the --config file's settings with this script's evaluation schedule."""
     settings = yaml.safe_load(args.config.read_text()) if args.config else {}
     settings.update(
@@ -168,19 +101,19 @@ def write_config(args: argparse.Namespace, base: Path, algo: str) -> Path:
         eval_episodes=args.eval_episodes,
         offline_eval_interval=max(args.offline_steps, 1),
     )
-    config = args.work / f"{base.name.removesuffix('-base.zarr')}-{algo}-config.yaml"
+    config = args.work / f"{label}-{algo}-config.yaml"
     config.write_text(yaml.safe_dump(settings))
     return config
 
 
-def summarise(algo: str, curves: list[list[dict]], data_rate: float) -> None:
-    print(f"\nmean over {len(curves)} seeds ({algo}); data success {data_rate:.0%}")
-    for column in zip(*curves, strict=False):
-        label = "offline end" if column[0]["phase"] == "offline" else f"online {column[0]['env_steps']:>7}"
-        rates = [r["eval_success"] for r in column]
-        walls = [r["time"] - r["started"] for r in column]
+def summarise(algo: str, results: list[FinetuneResult], data_rate: float) -> None:
+    print(f"\nmean over {len(results)} seeds ({algo}); data success {data_rate:.0%}")
+    for column in zip(*(r.evals for r in results), strict=False):
+        rates = [row["eval_success"] for row in column]
+        walls = [row["time"] - r.started for row, r in zip(column, results, strict=True)]
+        per_seed = ", ".join(f"{x:.0%}" for x in rates)
         print(
-            f"  {label}: success {np.mean(rates):.0%} (per seed {', '.join(f'{x:.0%}' for x in rates)})"
+            f"  {describe_eval(column[0])}: success {np.mean(rates):.0%} (per seed {per_seed})"
             f"  wall {np.mean(walls):.0f} s"
         )
 
@@ -206,21 +139,16 @@ def main() -> None:
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    data = choose_data(args)
-    noise = DEFAULT_NOISE[data] if args.noise is None else args.noise
-    perturb = DEFAULT_PERTURB[data] if args.perturb is None else args.perturb
-    base = args.work / f"{args.task}-{data}-e{args.episodes}-n{noise:g}-p{perturb:g}-base.zarr"
-    build_store(args, data, noise, perturb, base)
-    data_rate = describe_store(base)
+    store = build_store(args, choose_data(args))
     print(
         f"{' and '.join(args.algo)}: {args.seeds} seeds, {args.offline_steps} offline updates, "
         f"{args.online_steps} online steps, {args.jobs} at a time; config {args.config or 'defaults'}"
     )
     runs = [(algo, seed) for algo in args.algo for seed in range(args.seeds)]
     with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on the finetune subprocesses
-        curves = list(pool.map(lambda run: run_seed(args, base, *run), runs))
+        results = list(pool.map(lambda run: run_seed(args, store, *run), runs))
     for algo in args.algo:
-        summarise(algo, [curve for (a, _), curve in zip(runs, curves, strict=True) if a == algo], data_rate)
+        summarise(algo, [r for (a, _), r in zip(runs, results, strict=True) if a == algo], store.success)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""The benchmark suite's machinery (bench/): store builds that are all-or-nothing, and the grid on Ray.
+
+The Ray test runs a tiny grid on a real local Ray with 2 CPUs: real `awac-robot finetune`
+subprocesses in scratch folders, their run folders shipped back, and the rows the tasks
+returned compared with the metrics.jsonl files that landed on disk.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from awac_robot.store import DemoStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the suite is a script, not a package
+from runner import eval_rows  # noqa: E402
+from scenarios import Scenario  # noqa: E402
+from stores import StoreRecipe, build_atomically, cached_store  # noqa: E402
+from suite import GridSettings, run_grid  # noqa: E402
+from suite_report import Results, mean_curve, table, targets  # noqa: E402
+
+
+def test_a_failed_store_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    final = tmp_path / "stores" / "broken"
+    final.parent.mkdir()
+
+    def build(staging: Path) -> None:
+        (staging / "half-written").write_text("x")
+        raise RuntimeError("collect failed")
+
+    with pytest.raises(RuntimeError, match="collect failed"):
+        build_atomically(final, build)
+    assert list(final.parent.iterdir()) == []
+
+
+def run_row(algo: str, offline: list[float], online: list[float], returncode: int = 0) -> dict:
+    evals = [{"phase": "offline", "eval_success": x} for x in offline] + [
+        {"phase": "online", "eval_success": x} for x in online
+    ]
+    return {
+        "scenario": "s", "algo": algo, "seed": 0, "returncode": returncode, "evals": evals, "wall": 1.0,
+        "last_output": "boom", "log": "s.log", "eval_every": {"offline": 5000, "online": 5000},
+    }  # fmt: skip
+
+
+def test_targets_follow_the_issue_definitions_to_the_point(tmp_path: Path) -> None:
+    results = Results(tmp_path / "results.json")
+    results.stores["s"] = {"success": 0.4}
+    # Start 0.8 (the last offline eval), best offline 0.9; online dips to exactly 10 points below the start.
+    results.runs["s/awac/s0"] = run_row("awac", [0.9, 0.8], [0.7, 0.9])
+    results.runs["s/bc/s0"] = run_row("bc", [0.9, 0.9], [0.95])
+    lines = targets(results, "s")[1:]
+    assert [line.split()[0] for line in lines] == ["PASS", "PASS", "PASS", "FAIL", "PASS"]
+    assert "(lowest 70%, start 80%)" in lines[0] and "(90% vs 95%)" in lines[3] and "best 90%" in lines[4]
+    results.runs["s/awac/s0"] = run_row("awac", [0.9, 0.7], [0.59, 0.8])  # 11 points down; handed over 20 below best
+    lines = targets(results, "s")
+    assert [line.split()[0] for line in lines[1:]] == ["FAIL", "PASS", "PASS", "FAIL", "FAIL"]
+    results.runs["s/awac/s1"] = {**run_row("awac", [], [], returncode=2), "seed": 1}
+    assert any(line.startswith("  FAIL run failed: seed 1 exit 2: boom") for line in targets(results, "s"))
+    results.save()
+    assert "| s | 40% | awac | 1 (1 failed) | 90 70 | 59 80 | 80 vs 95 (-15) |" in table(
+        Results(results.path), ["s"], ["awac", "bc"]
+    )
+
+
+@pytest.mark.slow
+def test_ray_grid_gathers_the_rows_its_run_folders_hold(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("eval_episodes: 3\nlog_interval: 100\n")
+    tiny = Scenario(
+        "reach-tiny", "reach", StoreRecipe("scripted", episodes=5, noise=0.1), "5 noisy scripted reach episodes",
+        offline_steps=200, online_steps=200,
+    )  # fmt: skip
+    settings = GridSettings(tmp_path / "work", algos=("awac", "bc"), seeds=1, jobs=2, config=config, ray=True)
+    settings.work.mkdir()
+    results = Results(settings.work / "suite-results.json")
+
+    finished = run_grid([tiny], settings, results)
+
+    assert [r.returncode for r in finished] == [0, 0]
+    saved = Results(results.path)  # what --report-only reads back
+    assert sorted(saved.runs) == ["reach-tiny/awac/s0", "reach-tiny/bc/s0"]
+    base = Path(saved.stores["reach-tiny"]["path"])
+    for run in saved.runs.values():
+        folder = Path(run["folder"])
+        assert run["evals"] == eval_rows(folder / "run")
+        assert [(e["phase"], e["updates"], e["env_steps"]) for e in run["evals"]] == [
+            ("offline", 200, 0),
+            ("online", 400, 200),
+        ]
+        with DemoStore.open(folder / "reach.zarr") as copy:  # the run's own store copy took its online episodes
+            assert copy.num_steps == 5 * 50 + 200
+    with DemoStore.open(base) as store:  # the base store was only read
+        assert store.num_episodes == 5
+    assert cached_store(settings.work / "stores", "reach-tiny", "reach", tiny.store).cached
+
+    awac = mean_curve(saved.runs_of("reach-tiny", "awac"))
+    lines = targets(saved, "reach-tiny")
+    start_line = next(line for line in lines if "final >= offline start" in line)
+    assert start_line.startswith("  PASS" if awac.final >= awac.start else "  FAIL")
+    assert len(lines) == 6 and all(line.startswith(("  PASS", "  FAIL")) for line in lines[1:])
+    assert "| reach-tiny | " in table(saved, ["reach-tiny"], ["awac", "bc"])
