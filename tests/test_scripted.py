@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from awac_robot.collect import run_episode
 from awac_robot.demonstrators.scripted import make_scripted, scripted_tasks
-from awac_robot.envs import TaskError, make_env
+from awac_robot.envs import TaskEnv, TaskError, make_env
 
 TASKS = scripted_tasks()
 
@@ -81,12 +83,18 @@ def test_fifty_episode_success_rate(task: str) -> None:
     assert final >= 0.9 and any_step >= 0.9, (final, any_step)
 
 
+def _reset_expert(task: str, seed: int) -> tuple[TaskEnv, Any, np.ndarray]:
+    """A task env reset with `seed` and its scripted expert reset on it (typed loosely: tests read its internals)."""
+    env = make_env(task)
+    expert = make_scripted(task)
+    obs, _ = env.reset(seed=seed)
+    expert.reset(env, obs)
+    return env, expert, obs
+
+
 def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alone() -> None:
     """The slide expert plans on a scratch copy: the real state is untouched, and the real puck lands as rehearsed."""
-    env = make_env("slide")
-    expert = make_scripted("slide")
-    obs, _ = env.reset(seed=4)
-    expert.reset(env, obs)
+    env, expert, obs = _reset_expert("slide", seed=4)
     sim = env.unwrapped
     for _ in range(env.config.episode_steps):
         state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.mocap_pos.copy())
@@ -105,3 +113,20 @@ def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alon
         obs, *_ = env.step(step)
     assert np.linalg.norm(obs[puck : puck + 2] - start) > 0.2, "the strike sent the puck sliding"
     assert np.abs(obs[puck : puck + 2] - predicted).max() < 2e-3
+
+
+def test_hammer_aims_on_a_scratch_copy_and_leaves_the_real_state_alone() -> None:
+    """Once the hammer is held, the expert solves the arm pose on copied kinematics: the real state is untouched."""
+    env, expert, obs = _reset_expert("hammer", seed=3)
+    sim = env.unwrapped
+    for _ in range(env.config.episode_steps):
+        if expert._grip >= 1.0:  # the next act() is the first with the hammer held: it plans from many starts
+            break
+        obs, *_ = env.step(expert.act(obs))
+    state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.xpos.copy())
+    expert.act(obs)
+    assert all(np.array_equal(a, b) for a, b in zip(state, (sim.data.qpos, sim.data.qvel, sim.data.xpos), strict=True))
+    # the planned strike position puts the face where it was aimed, in front of the nail head
+    plan = expert.plan
+    aim = sim.data.site("S_target").xpos + plan.standoff * expert._axis + expert._side
+    assert np.linalg.norm(expert._reach.face(expert._ready) - aim) < 1e-3

@@ -32,7 +32,8 @@ class PublishedExpert:
 
 
 #: experts of other projects that import as ONNX demonstrators: the DAPG Adroit experts (door and pen
-#: are the ones measured here; the hammer expert has the same format, its weights were not at hand)
+#: are the ones measured here; the hammer expert has the same format, its weights were not at hand,
+#: and hammer has a scripted expert too)
 PUBLISHED_EXPERTS: dict[str, PublishedExpert] = {
     "door": PublishedExpert("dapg", "door_expert.npz"),
     "hammer": PublishedExpert("dapg", "hammer_expert.npz"),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from awac_robot.demonstrators import Demonstrator
 from awac_robot.demonstrators.scripted_adroit import DoorExpert, RelocateExpert
 from awac_robot.demonstrators.scripted_fetch import PickPlaceExpert, PushExpert, ReachExpert
+from awac_robot.demonstrators.scripted_hammer import HammerExpert
 from awac_robot.demonstrators.scripted_kitchen import KitchenExpert
 from awac_robot.demonstrators.scripted_slide import SlideExpert
 from awac_robot.envs import TaskError, get_task
@@ -19,6 +20,7 @@ from awac_robot.envs import TaskError, get_task
 _EXPERTS: dict[str, Callable[[], Demonstrator]] = {
     "door": DoorExpert,
     "relocate": RelocateExpert,
+    "hammer": HammerExpert,
     "push": PushExpert,
     "pick_place": PickPlaceExpert,
     "reach": ReachExpert,

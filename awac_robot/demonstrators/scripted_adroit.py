@@ -2,7 +2,7 @@
 
 An Adroit action is a position target per actuator, normalised to [-1, 1] over the
 actuator's ctrlrange. The arm actuators are affine (force = gain*ctrl - k*q), so the
-joint angle a target settles at is not the target itself; `_Hand.command` inverts that
+joint angle a target settles at is not the target itself; `Hand.command` inverts that
 map and adds the gravity the actuator must hold, which is what lets a plain
 "move the palm 2 cm that way" step land where it was aimed.
 
@@ -22,7 +22,7 @@ import numpy as np
 from awac_robot.envs import TaskEnv
 
 
-class _Hand:
+class Hand:
     """Simulator access for one Adroit env: arm Jacobian steering and action normalisation."""
 
     def __init__(self, env: TaskEnv, arm_joints: tuple[str, ...]) -> None:
@@ -90,39 +90,39 @@ class _Hand:
     def body_pos(self, name: str) -> np.ndarray:
         return self.data.xpos[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)].copy()
 
-    def curl(self, amount: float) -> np.ndarray:
-        """Finger joint targets for a power grasp, `amount` from 0 (flat hand) to 1 (fist)."""
+    def curl(self, amount: float, shape: dict[str, float] | None = None) -> np.ndarray:
+        """Finger joint targets `amount` of the way from a flat hand (0) to the grip `shape` (1; default a fist)."""
         targets = np.zeros(self.model.nu)
-        for name, angle in _FIST.items():
+        for name, angle in (shape or FIST).items():
             targets[self.index[name]] = amount * angle
         return targets[self.fingers]
 
 
 #: finger joint angles of a closed power grasp (flexion joints curled, thumb opposed)
-_FIST = {
+FIST = {
     **{f"{finger}J{j}": 1.3 for finger in ("FF", "MF", "RF", "LF") for j in (2, 1, 0)},
     "THJ4": 0.6,
     "THJ3": 1.0,
 }
 
 
-class _AdroitExpert:
-    """Common plumbing for the hand experts: the `Demonstrator` protocol around a `_Hand`."""
+class AdroitExpert:
+    """Common plumbing for the hand experts: the `Demonstrator` protocol around a `Hand`."""
 
     source = "scripted"
     arm_joints: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._hand: _Hand | None = None
+        self._hand: Hand | None = None
 
     def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
-        self._hand = _Hand(env, self.arm_joints)
+        self._hand = Hand(env, self.arm_joints)
 
     def keep_episode(self) -> bool:
         return True
 
     @property
-    def hand(self) -> _Hand:
+    def hand(self) -> Hand:
         if self._hand is None:
             raise RuntimeError("call reset(env, obs) before act(obs)")
         return self._hand
@@ -161,7 +161,7 @@ class DoorPlan:
     open_angle: float = 1.35
 
 
-class DoorExpert(_AdroitExpert):
+class DoorExpert(AdroitExpert):
     """Grip the lever, roll the forearm to turn it, pull the door round, then fling it open.
 
     The arm cannot follow the lever all the way to 1.35 rad (the wrist and forearm yaw hit
@@ -249,7 +249,7 @@ class RelocatePlan:
     carry_step: float = 0.05
 
 
-class RelocateExpert(_AdroitExpert):
+class RelocateExpert(AdroitExpert):
     """Hover over the ball, descend with the hand open, close it, carry the ball to the target.
 
     `_holding` latches when the hand closes on the ball and unlatches when the ball is
