@@ -14,6 +14,7 @@ reported, never mistaken for an unpublished tail and trimmed away.
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 import time
 import uuid
@@ -38,9 +39,11 @@ FORMAT_NAME = "awac-robot demo store"
 #: 2 added the publication record, per-batch provenance and chunk checksums; 1 is refused with the upgrade command.
 FORMAT_VERSION = 2
 REWARD_MODES = ("sparse", "dense")
+#: Plain "online" is what runs wrote before they tagged their episodes with `online:<run id>`; still valid.
 SOURCES = ("human", "scripted", "policy", "online")
 IMPORTED_PREFIX = "imported:"
 ONLINE_PREFIX = "online:"
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
 UNKNOWN_SEED = -1
 #: Uncompressed bytes per chunk of a per-step array (see docs/store.md for why 1 MiB).
 CHUNK_BYTES = 1 << 20
@@ -156,13 +159,21 @@ class _Layout:
 
 
 def check_source(source: str) -> None:
-    if source in SOURCES or any(
-        source.startswith(prefix) and len(source) > len(prefix) for prefix in (IMPORTED_PREFIX, ONLINE_PREFIX)
-    ):
+    if source in SOURCES or (source.startswith(IMPORTED_PREFIX) and len(source) > len(IMPORTED_PREFIX)):
+        return
+    if source.startswith(ONLINE_PREFIX) and _RUN_ID.fullmatch(source.removeprefix(ONLINE_PREFIX)):
         return
     raise StoreError(
-        f"unknown episode source {source!r}: use one of {', '.join(SOURCES)}, 'online:<run_id>' or 'imported:<format>'"
+        f"unknown episode source {source!r}: use one of {', '.join(SOURCES)}, 'imported:<format>' "
+        "or 'online:<run id>' (run id: letters, digits, '-' and '_')"
     )
+
+
+def online_source(run_id: str) -> str:
+    """The source of the online episodes a training run appends: it tells runs sharing a store apart."""
+    source = f"{ONLINE_PREFIX}{run_id}"
+    check_source(source)
+    return source
 
 
 def _width(kind: str | None, spec: TaskSpec) -> tuple[int, ...]:
@@ -587,8 +598,13 @@ class DemoStore:
         meta["source"] = _strings(meta["source"])
         return meta
 
-    def load_transitions(self, sources: Sequence[str] | None = None) -> Transitions:
-        """All published transitions (or those of episodes from `sources`) as contiguous arrays."""
+    def load_transitions(
+        self, sources: Sequence[str] | None = None, episodes: Sequence[int] | np.ndarray | None = None
+    ) -> Transitions:
+        """All published transitions, or those of the episodes from `sources` and/or at the indices `episodes`.
+
+        The rows keep the store's episode order, whatever order `episodes` lists them in.
+        """
         self.refresh()
         started = time.perf_counter()
         layout, steps, count = self._layout, self.num_steps, self.num_episodes
@@ -606,17 +622,23 @@ class DemoStore:
             "terminal": columns["terminated"].astype(np.float32),
             "success": columns["success"].astype(bool),
         }
-        selected = count
+        keep = np.ones(count, dtype=bool)
         if sources is not None:
             episode_sources = _strings(self._read(layout.meta["source"], "meta/source", count))
             keep = np.isin(episode_sources, list(sources))
             if count and not keep.any():
                 have = ", ".join(sorted(set(episode_sources.tolist())))
                 raise StoreError(f"store {self.path} has no episodes from {', '.join(sources)} (it has: {have})")
-            if not keep.all():  # selecting every row would only copy the arrays
-                rows = np.repeat(keep, np.diff(layout.ends, prepend=0))
-                arrays = {name: value[rows] for name, value in arrays.items()}
-            selected = int(keep.sum())
+        if episodes is not None:
+            index = np.asarray(episodes, dtype=np.int64)
+            outside = index[(index < 0) | (index >= count)]
+            if len(outside):
+                raise StoreError(f"store {self.path} has {count} episodes: there is no episode {outside[0]}")
+            keep &= np.isin(np.arange(count), index)
+        if not keep.all():  # selecting every row would only copy the arrays
+            rows = np.repeat(keep, np.diff(layout.ends, prepend=0))
+            arrays = {name: value[rows] for name, value in arrays.items()}
+        selected = int(keep.sum())
         arrays = {
             name: np.ascontiguousarray(value, dtype=bool if name == "success" else np.float32)
             for name, value in arrays.items()

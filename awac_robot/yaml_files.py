@@ -3,10 +3,16 @@
 Every such file is a mapping whose errors must name the file and the field, and whose
 unknown keys are mistakes (a misspelt limit silently falling back to its default is the
 kind of error that reaches a robot), so the three readers share these two functions.
+
+Numbers follow YAML 1.2 as people write them: PyYAML implements YAML 1.1, where `1e-3` and
+`1.0e3` are strings (1.1 wants a dot and a signed exponent), so a config saying `lr: 1e-3`
+would be refused as "not a number". The loader adds exactly those exponent forms as floats;
+every other scalar resolves as in PyYAML's safe loader.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,11 +20,22 @@ from typing import Any
 import yaml
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 exponent floats (`1e-3`, `2E5`, `1.0e3`, `.5e-2`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_mapping(path: str | Path, kind: str, error: type[Exception], hint: str = "") -> dict[str, Any]:
     """The mapping in `path`; an empty file is an empty mapping. `kind` names the file in errors."""
     where = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise error(f"{where}: no such {kind}{hint}") from None
     except yaml.YAMLError as exc:

@@ -153,6 +153,19 @@ def test_bad_requests_are_one_line_errors(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "x.zarr").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"), [(["--noise", "nan"], "--noise"), (["--noise", "inf"], "--noise"), (["--seed", "-1"], "--seed")]
+)
+def test_bad_numbers_are_refused_before_a_store_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    store = tmp_path / "reach.zarr"
+    code = main(["collect", "--task", "reach", "--episodes", "1", "--store", str(store), "--no-progress", *flags])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and named in error
+    assert not store.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_demos_info_and_merge_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _collect(tmp_path / "a.zarr", LinearDemonstrator())
     _collect(tmp_path / "b.zarr", LinearDemonstrator(keep=False))

@@ -42,7 +42,8 @@ BAD_LIMITS = [
     ("door", "safety:\n  max_rate: .inf\n", "safety.max_rate[0]", "(0, 100]"),
     ("door", "safety:\n  joint_margin: .nan\n", "safety.joint_margin", "[0, 0.5]"),
     ("door", "safety:\n  command_timeout: .inf\n", "safety.command_timeout", "[0.02, 0.1]"),
-    ("door", "safety:\n  stale_after: 1e-1\n", "safety.stale_after", "a number, got '1e-1' (a string"),
+    ("door", "safety:\n  stale_after: 1e+1\n", "safety.stale_after", "[0.01, 0.1]"),  # a number (YAML 1.2)
+    ("door", 'safety:\n  stale_after: "0.05"\n', "safety.stale_after", "a number, got '0.05' (a string"),
     ("door", "priority: ten\n", "priority", "an integer, got 'ten'"),
     ("door", "rate: .nan\n", "rate", "a finite number in [100, 5000]"),
     ("door", "rate: 1.0e+6\n", "rate", "[100, 5000]"),

@@ -76,7 +76,8 @@ def test_plot_of_three_seeds_pools_their_episodes(runs: dict, tmp_path: Path) ->
 
 
 def test_no_progress_prints_one_plain_line_per_metrics_row(runs: dict) -> None:
-    lines = runs["printed"].splitlines()
+    note, *lines = runs["printed"].splitlines()
+    assert note.startswith("run ") and "pretraining on" in note  # first the run says what it trains on
     rows = [r for r in RunLog(runs["folders"][0]).rows() if "phase" in r]
     assert lines[: len(rows)] and len([line for line in lines if line.startswith("[")]) == len(rows)
     assert lines[0].startswith("[offline] update 25 env step 0: critic ") and "ESS " in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from awac_robot.cli.errors import UserError
@@ -14,7 +15,7 @@ from awac_robot.train.finetune import Trainer, TrainingError
 from awac_robot.train.runlog import RunLogError, check_tensorboard
 
 # Flags that override the config file; None means "not given".
-OVERRIDES = ("offline_steps", "online_steps", "seed", "algo")
+OVERRIDES = ("offline_steps", "online_steps", "seed", "algo", "sources")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         parser = subparsers.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (AWAC).")
         parser.add_argument("--task", required=True, help="task name (see `awac-robot tasks`) or task YAML")
-        parser.add_argument("--store", type=Path, help="demo store (default demos/TASK.zarr)")
+        parser.add_argument(
+            "--store", type=Path, help="demo store (default demos/TASK.zarr; with --resume, the run's own store)"
+        )
+        parser.add_argument(
+            "--sources",
+            type=lambda text: text.split(","),
+            metavar="SOURCE,...",
+            help="store sources to pretrain on, e.g. human,scripted or online:RUN_ID (default: every "
+            "demonstration source, no online episodes); a family (online, imported) selects all its members",
+        )
         parser.add_argument(
             "--config", type=Path, help="YAML training config (keys of TrainConfig; unknown keys are errors)"
         )
@@ -71,7 +81,6 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_training(args: argparse.Namespace) -> int:
 
-    store = args.store or Path("demos") / f"{Path(args.task).stem}.zarr"
     try:
         if args.resume:
             if args.out is None:
@@ -79,9 +88,10 @@ def run_training(args: argparse.Namespace) -> int:
             given = [f"--{k.replace('_', '-')}" for k in ("config", *OVERRIDES) if getattr(args, k, None) is not None]
             if given:
                 raise UserError(f"--resume continues with the run's saved config; drop {', '.join(given)}")
-            config = None
+            config, store = None, args.store  # None: the store the run recorded
         else:
             config = resolve_config(args)
+            store = args.store or Path("demos") / f"{Path(args.task).stem}.zarr"
         if args.tensorboard:
             check_tensorboard()
         out = args.out or Path("runs") / f"{config.task}-{config.algo}-s{config.seed}"
@@ -94,6 +104,10 @@ def run_training(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             tensorboard=args.tensorboard,
         )
+        for warning in trainer.warnings:
+            print(f"awac-robot {args.command}: warning: {warning}", file=sys.stderr)
+        for note in trainer.notes:
+            print(note, flush=True)
         result = trainer.train()
     except (ConfigError, TrainingError, StoreError, RunLogError) as exc:
         raise UserError(str(exc)) from None

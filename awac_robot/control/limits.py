@@ -226,7 +226,7 @@ def with_overrides(config: DeployConfig, spec: TaskSpec, **changes: Any) -> Depl
 
 
 def _shown(value: object) -> str:
-    hint = " (a string: YAML reads 1e-3 as text, write 1.0e-3)"
+    hint = " (a string: write the number without quotes)"
     return f"{value!r}{hint}" if isinstance(value, str) else repr(value)
 
 

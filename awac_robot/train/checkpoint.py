@@ -6,12 +6,21 @@ sampler's RNG, the exploration RNG, the counters and the latest evaluation. It i
 to a temporary name and moved into place with `os.replace`, which is atomic on POSIX: a
 reader sees the old file or the new one, never half of one. Only plain tensors, numbers
 and strings are stored, so loading uses `weights_only=True` and never runs pickled code.
+
+Reading checks the zip container's CRC32 of every record first: `torch.load` alone reads a
+flipped byte in a tensor back as a wrong weight. A run resumes from its newest checkpoint
+that passes; newer ones that do not are renamed `*.unreadable` (kept for inspection, out of
+the way of pruning) and named in the resume's warning, never skipped silently.
+
+Format 2 adds the store record and pretraining set a resume needs (train/finetune.py);
+format 1 checkpoints still load as policies (export, evaluate) but cannot be resumed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +36,17 @@ CHECKPOINT_DIR = "checkpoints"
 #: rotating checkpoints: it holds what `evaluate` and `export` read (no optimizer, no replay RNG),
 #: so it cannot be resumed from.
 BEST = "best.pt"
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+UNREADABLE_SUFFIX = ".unreadable"
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
+
+
+class CheckpointError(FileNotFoundError):
+    """No usable checkpoint where one was asked for (missing, truncated, corrupt, foreign): one line names it.
+
+    A FileNotFoundError, so every command reports it as the user-fixable problem it is.
+    """
 
 
 def save_checkpoint(run_dir: Path, updates: int, state: dict[str, Any], keep: int) -> Path:
@@ -79,23 +97,58 @@ def resolve_checkpoint(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+        raise CheckpointError(f"no checkpoint or run folder at {path}")
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(f"run folder {path} has no checkpoint yet (expected {path / CHECKPOINT_DIR}/ckpt_*.pt)")
+        raise CheckpointError(f"run folder {path} has no checkpoint yet (expected {path / CHECKPOINT_DIR}/ckpt_*.pt)")
     return found[-1]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        state = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which one and why, in one line
-        raise FileNotFoundError(f"{path} is not a readable awac-robot checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise FileNotFoundError(f"{path} is not an awac-robot checkpoint of format {FORMAT}")
+        raise CheckpointError(f"{path} is not a readable awac-robot checkpoint ({type(exc).__name__})") from None
+    if damaged:
+        raise CheckpointError(f"{path} is corrupt: record {damaged} fails its CRC check")
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{path} is not an awac-robot checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}"
+        )
     state["path"] = str(path)
     return state
+
+
+def read_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """The newest readable checkpoint of a run, and one line for each newer one that was unreadable.
+
+    Those newer ones are renamed `*.unreadable`: left in place they would count as the newest
+    when old checkpoints are pruned, and the good one resumed from would be deleted first.
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(
+            f"run folder {run_dir} has no checkpoint yet (expected {run_dir}/{CHECKPOINT_DIR}/ckpt_*.pt)"
+        )
+    problems: list[str] = []
+    for path in reversed(found):
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        unreadable = found[found.index(path) + 1 :]
+        for bad in unreadable:
+            bad.rename(bad.with_name(bad.name + UNREADABLE_SUFFIX))
+        lines = [
+            f"{problem} (kept as {bad.name}{UNREADABLE_SUFFIX})"
+            for problem, bad in zip(problems, reversed(unreadable), strict=True)
+        ]
+        return state, lines
+    raise CheckpointError(f"no readable checkpoint in {run_dir / CHECKPOINT_DIR}: {'; '.join(problems)}")
 
 
 @dataclass

@@ -7,6 +7,7 @@ is an error, never a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -18,6 +19,7 @@ import torch
 import yaml
 
 from awac_robot.train.awac import ALGOS, UpdateConfig
+from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
 
@@ -77,6 +79,9 @@ class TrainConfig:
     # average 85 90 95 90 100 80 100 90 85 100%. null = the actor itself, as in the paper.
     policy_average: float | None = 0.005
 
+    # data: the store sources pretrained on (train/sources.py); default every demonstration, no online episodes
+    sources: tuple[str, ...] = DEMONSTRATIONS
+
     # schedule
     offline_steps: int = 25_000  # gradient updates on the store before any interaction
     online_steps: int = 100_000  # env steps of finetuning
@@ -98,26 +103,44 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.algo in ALGOS, "algo", f"must be one of {', '.join(ALGOS)}")
-        _check(self.threads >= 0, "threads", "must be >= 0 (0 = every core)")
-        _check(len(self.actor_hidden) > 0 and min(self.actor_hidden) > 0, "actor_hidden", "needs positive sizes")
-        _check(len(self.critic_hidden) > 0 and min(self.critic_hidden) > 0, "critic_hidden", "needs positive sizes")
-        _check(self.critic_members >= 1, "critic_members", "must be >= 1")
-        _check(self.log_std_min <= self.log_std_max, "log_std_min", "must be <= log_std_max")
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(0 < self.discount <= 1, "discount", "must be in (0, 1]")
-        _check(0 < self.target_tau <= 1, "target_tau", "must be in (0, 1]")
-        _check(self.awr_lambda > 0, "awr_lambda", "must be > 0")
-        _check(self.batch_size >= 2, "batch_size", "must be >= 2")
-        _check(self.offline_steps >= 0 and self.online_steps >= 0, "offline_steps", "steps must be >= 0")
+        for item in fields(self):  # first, so no range check below ever sees NaN (which fails every comparison)
+            value = getattr(self, item.name)
+            self._require(not isinstance(value, float) or math.isfinite(value), item.name, "must be finite")
+        self._require(self.algo in ALGOS, "algo", f"must be one of {', '.join(ALGOS)}")
+        self._require(self.seed >= 0, "seed", "must be >= 0 (env seeds are derived from it)")
+        self._require(self.threads >= 0, "threads", "must be >= 0 (0 = every core)")
+        self._require(len(self.actor_hidden) > 0 and min(self.actor_hidden) > 0, "actor_hidden", "needs positive sizes")
+        self._require(
+            len(self.critic_hidden) > 0 and min(self.critic_hidden) > 0, "critic_hidden", "needs positive sizes"
+        )
+        self._require(self.critic_members >= 1, "critic_members", "must be >= 1")
+        self._require(self.log_std_min <= self.log_std_max, "log_std_min", "must be <= log_std_max")
+        lo, hi = self.log_std_min, self.log_std_max
+        self._require(
+            lo <= self.log_std_init <= hi, "log_std_init", f"must be in [log_std_min, log_std_max] = [{lo}, {hi}]"
+        )
+        self._require(self.lr > 0, "lr", "must be > 0")
+        self._require(self.actor_weight_decay >= 0, "actor_weight_decay", "must be >= 0")
+        self._require(0 < self.discount <= 1, "discount", "must be in (0, 1]")
+        self._require(0 < self.target_tau <= 1, "target_tau", "must be in (0, 1]")
+        self._require(self.awr_lambda > 0, "awr_lambda", "must be > 0")
+        self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
+        self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")
+        self._require(token_problem(self.sources) is None, "sources", str(token_problem(self.sources)))
+        self._require(self.offline_steps >= 0, "offline_steps", "must be >= 0")
+        self._require(self.online_steps >= 0, "online_steps", "must be >= 0")
         avg = self.policy_average
-        _check(avg is None or 0 < avg <= 1, "policy_average", "must be null or in (0, 1]")
-        _check(self.updates_per_step >= 1, "updates_per_step", "must be >= 1")
+        self._require(avg is None or 0 < avg <= 1, "policy_average", "must be null or in (0, 1]")
+        self._require(self.updates_per_step >= 1, "updates_per_step", "must be >= 1")
         frac = self.offline_fraction
-        _check(frac is None or 0 <= frac <= 1, "offline_fraction", "must be null or in [0, 1]")
+        self._require(frac is None or 0 <= frac <= 1, "offline_fraction", "must be null or in [0, 1]")
         for name in ("eval_episodes", "eval_interval", "offline_eval_interval", "log_interval", "checkpoint_interval"):
-            _check(getattr(self, name) >= 1, name, "must be >= 1")
-        _check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+
+    def _require(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {message}, got {getattr(self, key)!r}")
 
     def update_config(self) -> UpdateConfig:
         return UpdateConfig(
@@ -137,11 +160,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return from_dict({**self.to_dict(), **changes}, "config")
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}' {message}")
 
 
 def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:

@@ -2,15 +2,22 @@
 
 The same AWAC update runs in both phases; online, each env step adds its transition to the
 replay (the offline data stays in it, as in the paper) and is followed by
-`updates_per_step` updates. Every finished online episode is appended to the store with
-source "online" the moment it ends, so the store -- not the process -- owns the
-experience: a resumed run reloads every online episode the store holds, including those
-that finished after the last checkpoint. Checkpoints are taken on episode boundaries
-online, so the counters in a checkpoint always match what the store holds.
+`updates_per_step` updates. Every finished online episode is appended to the store the
+moment it ends, with source `online:<run id>`, so runs sharing a store stay apart: a run
+pretrains on the sources its config names (train/sources.py) among the episodes the store
+held when it began, and only its own online episodes ever come back into its replay.
+
+The store, not the process, owns the experience. Checkpoints are taken on episode
+boundaries, so a checkpoint's counters name an exact prefix of the run's own episodes. A
+resumed run loads that prefix, then redoes the run's later stored episodes step by step as
+the killed process did them (the exploration noise is drawn again, each step's updates and
+evaluations run again) before it steps the env: however often a run is killed, it ends with
+the updates and env steps of an uninterrupted run, and on the same machine the same weights.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -26,15 +33,24 @@ from awac_robot.envs import get_spec, make_env
 from awac_robot.provenance import Batch
 from awac_robot.rollout import FunctionActor, Step, rollout
 from awac_robot.spec import TaskSpec
-from awac_robot.store import DemoStore
+from awac_robot.store import DemoStore, StoreError, online_source
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
-from awac_robot.train.checkpoint import best_success, list_checkpoints, read_checkpoint, save_best, save_checkpoint
+from awac_robot.train.checkpoint import (
+    FORMAT,
+    best_success,
+    list_checkpoints,
+    read_latest_checkpoint,
+    save_best,
+    save_checkpoint,
+)
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
 from awac_robot.train.evaluation import evaluate
 from awac_robot.train.plots import draw_curve
 from awac_robot.train.replay import Replay
 from awac_robot.train.runlog import RunLog, format_row
+from awac_robot.train.sources import select
+from awac_robot.train.store_record import StoreRecord
 
 EPISODE_SEED_STRIDE = 100_000
 
@@ -48,8 +64,6 @@ class Counters:
     updates: int = 0
     env_steps: int = 0
     online_episodes: int = 0
-    offline_steps_in_store: int = 0  # transitions in the store when the run began: the offline data
-    offline_episodes_in_store: int = 0
     offline_done: bool = False
 
 
@@ -72,13 +86,23 @@ def open_store(task: str, store_path: Path, mode: str) -> DemoStore:
     return store
 
 
+def new_run_id(run_dir: Path) -> str:
+    """The folder name (in the characters a store source allows) and a random suffix: unique per run."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(run_dir).resolve().name).strip("-") or "run"
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
 class Trainer:
-    """One run: owns the store handle, replay, learner, counters and the run folder."""
+    """One run: owns the store handle, replay, learner, counters and the run folder.
+
+    `notes` and `warnings` are lines for the user (what the run trains on, what a resume
+    picked up or had to skip); the CLI prints them before training starts.
+    """
 
     def __init__(
         self,
         run_dir: Path,
-        store_path: Path,
+        store_path: Path | None,
         config: TrainConfig | None,
         resume: bool,
         online: bool,
@@ -88,52 +112,53 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.online = online
         self.progress = progress
-        state: dict[str, Any] | None = None
-        if resume:
-            state = read_checkpoint(self.run_dir)
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
+        self.last_checkpoint: Path | None = None
+        state = self._resume_state() if resume else None
+        if state is None:
+            if list_checkpoints(self.run_dir):
+                raise TrainingError(
+                    f"{self.run_dir} already holds a run: pass --resume to continue it, or choose another --out"
+                )
+            if config is None or store_path is None:
+                raise TrainingError("a new run needs a config and a store")
+            self.run_id = new_run_id(self.run_dir)
+        else:
             config = from_dict(state["config"], f"{state['path']} config")
-        elif list_checkpoints(self.run_dir):
-            raise TrainingError(
-                f"{self.run_dir} already holds a run: pass --resume to continue it, or choose another --out"
-            )
-        if config is None:
-            raise TrainingError("a new run needs a config")
+            self.run_id = state["run_id"]
+            store_path = store_path or Path(state["store"]["path"])
         self.config = config
+        self.online_source = online_source(self.run_id)
         self.threads = setup_torch(config)
         self.spec: TaskSpec = get_spec(config.task)
         self.store = open_store(config.task, Path(store_path), "a" if online else "r")
-        transitions = self.store.load_transitions()
-        self.counters = Counters(**state["counters"]) if state else Counters()
-        if state is None:
-            self.counters.offline_steps_in_store = self.store.num_steps
-            self.counters.offline_episodes_in_store = self.store.num_episodes
-        else:
-            # Online episodes in the store are the ground truth, even those finished after the checkpoint.
-            self.counters.env_steps = self.store.num_steps - self.counters.offline_steps_in_store
-            self.counters.online_episodes = self.store.num_episodes - self.counters.offline_episodes_in_store
-        remaining = max(0, config.online_steps - self.counters.env_steps) if online else 0
-        self.replay = Replay(self.spec.obs_dim, self.spec.act_dim, len(transitions) + remaining + 1, seed=config.seed)
-        self.replay.add_transitions(transitions)  # on resume, the online episodes stored so far come after
-        self.replay.mark_offline(self.counters.offline_steps_in_store)
-        del transitions
+        try:
+            self._redo = self._load_data(state)
+        except BaseException:
+            self.store.close()
+            raise
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
-            self.run_id = f"{self.run_dir.name}-{uuid.uuid4().hex[:8]}"
             self.last_eval: dict[str, Any] = {}
             save_config(config, self.run_dir / "config.yaml")
-            self.last_checkpoint = self.checkpoint()
+            self.log.write(
+                {
+                    "event": "start",
+                    "run_id": self.run_id,
+                    "sources": list(config.sources),
+                    "pretraining": self.pretraining.to_dict(),
+                    "store": self.store_record.to_dict(),
+                    "online_source": self.online_source,
+                }
+            )
+            self.notes.append(f"run {self.run_id}: pretraining on {self.pretraining.describe()}")
+            self.checkpoint()
         else:
-            self.learner.load_state_dict(state["learner"])
-            self.replay.generator.set_state(state["replay_rng"])
-            self.explore_rng.set_state(state["explore_rng"])
-            self.run_id = state["run_id"]
-            self.last_eval = dict(state.get("eval") or {})
-            self.last_checkpoint = Path(state["path"])
-            self._next_checkpoint = self.counters.updates + config.checkpoint_interval
-            self.log.write({"event": "resume", "updates": self.counters.updates, "env_steps": self.counters.env_steps})
+            self._restore(state)
         self.best_success = best_success(self.run_dir)
         if online:  # this invocation's online episodes are one provenance batch of the store
             arguments = {"run_id": self.run_id, "run_dir": str(self.run_dir.resolve()), "resumed": state is not None}
@@ -141,18 +166,99 @@ class Trainer:
         self._stats: list[dict[str, torch.Tensor]] = []
         self._log_clock = (time.perf_counter(), self.counters.updates)
 
+    def _resume_state(self) -> dict[str, Any]:
+        state, unreadable = read_latest_checkpoint(self.run_dir)
+        name = Path(state["path"]).name
+        for problem in unreadable:
+            self.warnings.append(f"{problem}: resuming from the previous kept checkpoint {name}")
+        if state["format"] != FORMAT:
+            raise TrainingError(
+                f"{state['path']} was written before runs recorded their store (checkpoint format {state['format']}): "
+                "it can be exported or evaluated, not resumed; start a new run with another --out"
+            )
+        return state
+
+    def _load_data(self, state: dict[str, Any] | None) -> np.ndarray:
+        """Check the store, pick the pretraining set, fill the replay; returns the stored episodes to redo."""
+        meta = self.store.episode_meta()
+        if state is None:
+            self.store_record = StoreRecord.of(self.store, meta)
+            self.counters = Counters()
+        else:
+            self.store_record = StoreRecord.from_dict(state["store"])
+            self.store_record.check(self.store, meta, str(self.run_dir))
+            if str(Path(self.store.path).resolve()) != self.store_record.path:
+                self.notes.append(
+                    f"store {self.store.path} is not where the run found it ({self.store_record.path}), "
+                    f"but its first {self.store_record.episodes} episodes are the ones the run began with"
+                )
+            self.counters = Counters(**state["counters"])
+        first, c = self.store_record.episodes, self.counters
+        self.pretraining = select(
+            meta["source"][:first], meta["length"][:first], self.config.sources, f"store {self.store.path}"
+        )
+        own = np.flatnonzero(meta["source"] == self.online_source)
+        kept, redo = own[: c.online_episodes], own[c.online_episodes :]
+        if len(kept) < c.online_episodes or int(meta["length"][kept].sum()) != c.env_steps:
+            raise StoreError(
+                f"store {self.store.path} holds {len(own)} online episodes of run {self.run_id} "
+                f"({int(meta['length'][own].sum())} env steps), but its checkpoint counts {c.online_episodes} "
+                f"({c.env_steps} env steps): resume on the store the run wrote to"
+            )
+        transitions = self.store.load_transitions(episodes=np.concatenate([self.pretraining.episodes, kept]))
+        remaining = max(0, self.config.online_steps - c.env_steps) if self.online else 0
+        self.replay = Replay(
+            self.spec.obs_dim, self.spec.act_dim, len(transitions) + remaining + 1, seed=self.config.seed
+        )
+        self.replay.add_transitions(transitions)  # the pretraining set first, then this run's checkpointed episodes
+        self.replay.mark_offline(self.pretraining.steps)
+        self._redo_steps = int(meta["length"][redo].sum())
+        return redo
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.replay.generator.set_state(state["replay_rng"])
+        self.explore_rng.set_state(state["explore_rng"])
+        self.last_eval = dict(state.get("eval") or {})
+        self.last_checkpoint = Path(state["path"])
+        self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
+        redo, c = self._redo, self.counters
+        self.log.write(
+            {
+                "event": "resume",
+                "checkpoint": self.last_checkpoint.name,
+                "updates": c.updates,
+                "env_steps": c.env_steps,
+                "online_episodes": c.online_episodes,
+                "redo_episodes": len(redo),
+                "redo_env_steps": self._redo_steps,
+            }
+        )
+        note = (
+            f"resuming run {self.run_id} from {self.last_checkpoint.name}: update {c.updates}, "
+            f"{c.env_steps} online env steps ({c.online_episodes} episodes)"
+        )
+        if len(redo):
+            note += (
+                f"; the store holds {len(redo)} later episodes of this run ({self._redo_steps} env steps): "
+                f"redoing their {self._redo_steps * self.config.updates_per_step} updates from the store first"
+            )
+        self.notes.append(note)
+
     # -- persistence -------------------------------------------------------------------------
 
     def checkpoint(self) -> Path:
         if not self.learner.weights_finite():
-            raise TrainingError(
-                f"non-finite weights at update {self.counters.updates}: stopped; "
-                f"last good checkpoint kept at {self.last_checkpoint}"
+            kept = (
+                f"last good checkpoint kept at {self.last_checkpoint}" if self.last_checkpoint else "none was written"
             )
+            raise TrainingError(f"non-finite weights at update {self.counters.updates}: stopped; {kept}")
         state = {
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
             "run_id": self.run_id,
+            "store": self.store_record.to_dict(),
+            "pretraining": self.pretraining.to_dict(),
             "counters": asdict(self.counters),
             "learner": self.learner.state_dict(),
             "replay_rng": self.replay.generator.get_state(),
@@ -269,30 +375,82 @@ class Trainer:
 
     def online_phase(self, eval_env: Any) -> None:
         cfg, c = self.config, self.counters
-        env = make_env(cfg.task, reward=self.store.reward_mode)
         bar = tqdm(total=cfg.online_steps, initial=c.env_steps, desc="online", disable=not self.progress)
+        self.redo_stored_episodes(eval_env, bar)
+        env = make_env(cfg.task, reward=self.store.reward_mode)
         explorer = FunctionActor(self.explore)
 
         def on_step(step: Step) -> bool:
-            c.env_steps += 1
-            self.replay.add_step(step.obs, step.action, step.reward, step.next_obs, step.terminated)
-            for _ in range(cfg.updates_per_step):
-                self.update("online")
-            if c.env_steps % cfg.eval_interval == 0:
-                self.run_eval("online", eval_env)
-            if c.env_steps % 100 == 0:
-                bar.update(c.env_steps - bar.n)
-                bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
+            self.learn_from_step(step.obs, step.action, step.reward, step.next_obs, step.terminated, eval_env, bar)
             # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
             return c.env_steps >= cfg.online_steps
 
         while c.env_steps < cfg.online_steps:
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            self.store.append(rollout(env, explorer, seed, source="online", on_step=on_step), spec=self.spec)
-            c.online_episodes += 1
-            if c.updates >= self._next_checkpoint:
-                self.checkpoint()
+            episode = rollout(env, explorer, seed, source=self.online_source, on_step=on_step)
+            self.store.append(episode, spec=self.spec)
+            self.end_episode()
         bar.update(c.env_steps - bar.n)
         bar.close()
         if c.env_steps % cfg.eval_interval != 0:
             self.run_eval("online", eval_env)
+
+    def redo_stored_episodes(self, eval_env: Any, bar: tqdm) -> None:
+        """Feed this run's episodes stored after its checkpoint through the online loop again, env-free.
+
+        The exploration noise is drawn for every step as the killed process drew it, so the RNG
+        (and, updates being the same, the next action sampled) stays where it would have been.
+        """
+        if not len(self._redo):
+            return
+        wanted = set(self._redo.tolist())
+        steps = reproduced = 0
+        for index, episode in enumerate(self.store.episodes()):
+            if index not in wanted:
+                continue
+            for t in range(episode.length):
+                reproduced += bool(np.array_equal(self.explore(episode.obs[t]), episode.action[t]))
+                obs, next_obs = episode.obs[t], episode.obs[t + 1]
+                self.learn_from_step(
+                    obs, episode.action[t], episode.reward[t], next_obs, episode.terminated[t], eval_env, bar
+                )
+            steps += episode.length
+            self.end_episode()
+        self.log.write(
+            {
+                "event": "redo",
+                "episodes": len(wanted),
+                "env_steps": steps,
+                "updates": self.counters.updates,
+                "actions_reproduced": reproduced,
+            }
+        )
+        self._redo = self._redo[:0]
+
+    def learn_from_step(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: float,
+        next_obs: np.ndarray,
+        terminated: bool,
+        eval_env: Any,
+        bar: tqdm,
+    ) -> None:
+        """One online env step's bookkeeping: count it, add it to the replay, update, evaluate on schedule."""
+        cfg, c = self.config, self.counters
+        c.env_steps += 1
+        self.replay.add_step(obs, action, reward, next_obs, bool(terminated))
+        for _ in range(cfg.updates_per_step):
+            self.update("online")
+        if c.env_steps % cfg.eval_interval == 0:
+            self.run_eval("online", eval_env)
+        if c.env_steps % 100 == 0:
+            bar.update(c.env_steps - bar.n)
+            bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
+
+    def end_episode(self) -> None:
+        """Checkpoints are taken here only, on episode boundaries, so their counters match the store."""
+        self.counters.online_episodes += 1
+        if self.counters.updates >= self._next_checkpoint:
+            self.checkpoint()

@@ -2,8 +2,11 @@
 
 Metric lines are appended and flushed one by one, so a killed run keeps every line it
 wrote; a resumed run appends to the same file, and the curve (train/plots.py) is redrawn
-from it. With `tensorboard=True` every numeric value also goes to TensorBoard event files
-in `tensorboard/` (tensorboardX, the optional `tensorboard` extra), flushed per line too.
+from it. A resume redoes the work after its checkpoint and logs it again, so `rows()` reads
+the file as the run's history: a `resume` event at update U supersedes the rows of updates
+after U written before it (the file itself keeps them). With `tensorboard=True` every
+numeric value also goes to TensorBoard event files in `tensorboard/` (tensorboardX, the
+optional `tensorboard` extra), flushed per line too.
 """
 
 from __future__ import annotations
@@ -47,12 +50,15 @@ class RunLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        rows = []
+        rows: list[dict[str, Any]] = []
         for line in self.path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # the tail of a line cut by a kill
                 continue
+            if row.get("event") == "resume":
+                rows = [r for r in rows if r.get("updates", -1) <= row["updates"]]
+            rows.append(row)
         return rows
 
 
