@@ -66,7 +66,7 @@ def fail(message: str) -> NoReturn:
 
 
 def build_stores(scenarios: list[Scenario], settings: GridSettings, results: Results) -> dict[str, BuiltStore]:
-    """Every scenario's store, one build at a time (the DAPG export runs torch in this process)."""
+    """Every scenario's store, one build at a time: door-paper's trains a BC policy, a full core's work."""
     built = {}
     for scenario in scenarios:
         store = cached_store(settings.work / "stores", scenario.name, scenario.task, scenario.store)
