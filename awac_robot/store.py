@@ -169,6 +169,14 @@ def check_source(source: str) -> None:
     )
 
 
+def source_matches(source: str, name: str) -> bool:
+    """Whether episode source `source` is `name` or a member of it (`online` holds every `online:<run id>`).
+
+    The one rule for naming sources, shared by training's `--sources` and `demos filter --source`.
+    """
+    return source == name or source.startswith(f"{name}:")
+
+
 def online_source(run_id: str) -> str:
     """The source of the online episodes a training run appends: it tells runs sharing a store apart."""
     source = f"{ONLINE_PREFIX}{run_id}"

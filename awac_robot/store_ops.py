@@ -20,7 +20,7 @@ import numpy as np
 
 from awac_robot.provenance import Batch, command_line
 from awac_robot.spec import SpecMismatch
-from awac_robot.store import ONLINE_PREFIX, DemoStore, Episode, StagedStore, StoreError
+from awac_robot.store import ONLINE_PREFIX, DemoStore, Episode, StagedStore, StoreError, source_matches
 
 #: Episodes handed to one `append_many` when copying: one publication per group, not per episode.
 COPY_GROUP = 256
@@ -224,7 +224,7 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path) -> int:
 class EpisodeFilter:
     """Which episodes `demos filter` keeps: all criteria given must hold (or, with `exclude`, not all)."""
 
-    #: exact sources; "online" stands for every online run ("online" and "online:<run_id>")
+    #: sources by name: a family holds its members (`online`: every run; `imported`: every format)
     sources: tuple[str, ...] = ()
     #: online runs by id: source "online:<run_id>"
     runs: tuple[str, ...] = ()
@@ -238,9 +238,10 @@ class EpisodeFilter:
         sources, count = meta["source"], len(meta["source"])
         keep = np.ones(count, dtype=bool)
         if self.sources or self.runs:
-            online = np.char.startswith(sources, ONLINE_PREFIX) | (sources == "online")
             wanted = np.zeros(count, dtype=bool)
-            names = [(name, online if name == "online" else sources == name) for name in self.sources]
+            names = [
+                (name, np.array([source_matches(str(s), name) for s in sources], dtype=bool)) for name in self.sources
+            ]
             names += [(f"{ONLINE_PREFIX}{run}", sources == f"{ONLINE_PREFIX}{run}") for run in self.runs]
             for name, matches in names:
                 if not matches.any():

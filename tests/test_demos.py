@@ -12,6 +12,8 @@ from store_helpers import SPEC, assert_same_episodes, make_episode, read_episode
 from awac_robot.cli import main
 from awac_robot.provenance import Batch
 from awac_robot.store import DemoStore
+from awac_robot.store_ops import EpisodeFilter
+from awac_robot.train.sources import select
 
 #: (batch, source, seeds): a store as collect, an import and two online runs leave it
 LAYOUT = [
@@ -188,3 +190,13 @@ def test_an_empty_store_describes_itself(tmp_path: Path, capsys) -> None:
     info = json.loads(capsys.readouterr().out)
     assert info["episodes"] == 0 and info["batches"] == [] and info["episode_rows"] == []
     assert info["obs_stats"] is None and info["by_source"] == {}
+
+
+def test_filter_and_training_name_sources_by_the_same_rule(tmp_path: Path) -> None:
+    """`demos filter --source NAME` keeps what `--sources NAME` would pretrain on: a name holds its members."""
+    sources = np.array(["human", "imported:dapg", "imported:minari", "online:runA", "online", "scripted"])
+    meta = {"source": sources, "success": np.zeros(len(sources), dtype=bool)}
+    for names, expected in ((("imported",), [1, 2]), (("online",), [3, 4]), (("human", "online:runA"), [0, 3])):
+        kept = np.flatnonzero(EpisodeFilter(sources=names).select(meta, tmp_path))
+        trained = select(sources, np.ones(len(sources), dtype=np.int64), names, "store").episodes
+        assert kept.tolist() == trained.tolist() == expected

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="copy the episodes that match into a new store",
         description=(
             "Copy the episodes that match every criterion given (or, with --exclude, all others) into a new "
-            "store. Sources match exactly, except 'online', which matches every online run."
+            "store. A source name also selects its members, as in training's --sources: "
+            "'online' every online run, 'imported' every import."
         ),
     )
     filters.add_argument("store", type=Path, help="demo store to read")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from awac_robot.store import IMPORTED_PREFIX, SOURCES, StoreError, check_source
+from awac_robot.store import IMPORTED_PREFIX, SOURCES, StoreError, check_source, source_matches
 
 FAMILIES = (*SOURCES, IMPORTED_PREFIX.removesuffix(":"))
 DEMONSTRATIONS = tuple(family for family in FAMILIES if family != "online")
@@ -37,10 +37,6 @@ def token_problem(tokens: Sequence[str]) -> str | None:
                 "'imported:<format>' or 'online:<run id>'"
             )
     return None
-
-
-def matches(source: str, token: str) -> bool:
-    return source == token or source.startswith(f"{token}:")
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ def select(sources: np.ndarray, lengths: np.ndarray, tokens: Sequence[str], wher
     """
     keep = np.zeros(len(sources), dtype=bool)
     for token in tokens:
-        hits = np.array([matches(str(source), token) for source in sources], dtype=bool)
+        hits = np.array([source_matches(str(source), token) for source in sources], dtype=bool)
         if ":" in token and not hits.any():
             raise StoreError(f"{where} has no episodes from source {token!r} (it has: {_have(sources)})")
         keep |= hits
