@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def request(policy: torch.nn.Module, updates: int) -> EvalRequest:
     return EvalRequest.snapshot("offline", counters, time.time(), policy)
 
 
-def test_the_evaluation_worker_scores_exactly_like_an_evaluation_in_process() -> None:
-    config = tiny_config(eval_episodes=3)
+def test_the_evaluation_worker_scores_exactly_like_an_evaluation_in_process_and_never_holds_the_trainer() -> None:
+    config = tiny_config(eval_episodes=3, actor_hidden=[256, 256])  # 0.3 MB snapshots: more than a pipe holds
     setup_torch(config)
     policies = [policy_with_weights(config, seed) for seed in (0, 1)]
     # dense rewards: the return sums a distance at every step, so any difference in an action shows
@@ -65,9 +66,14 @@ def test_the_evaluation_worker_scores_exactly_like_an_evaluation_in_process() ->
 
     worker = EvalWorker(config, get_spec("reach"), "dense")
     try:
-        for updates, policy in enumerate(policies):
-            worker.submit(request(policy, updates))
+        os.kill(worker.worker.pid, signal.SIGSTOP)  # a worker that reads nothing for now, as one busy evaluating
+        submit = lambda: [worker.submit(request(p, i)) for i, p in enumerate(policies)]  # noqa: E731
+        submitting = threading.Thread(target=submit, daemon=True)
+        submitting.start()
+        submitting.join(60)
+        assert not submitting.is_alive(), "submitting waited for the worker"
         assert [r.counters["updates"] for r in worker.outstanding()] == [0, 1]
+        os.kill(worker.worker.pid, signal.SIGCONT)
         back = list(worker.results(wait=True))
     finally:
         worker.close()

@@ -14,7 +14,9 @@ next exchange with it raise `WorkerError` with one line; the run stops there, it
 hangs and never carries on without the worker.
 
 Tensors cross the pipe as numpy arrays: a torch tensor sent through a multiprocessing pipe
-would be moved into shared memory behind the caller's back (torch's pickling hooks).
+would be moved into shared memory behind the caller's back (torch's pickling hooks). Spawn
+imports the parent's main module again in each worker, so a script of one's own that runs a
+Trainer needs the usual `if __name__ == "__main__":` guard (the CLI and `python -m` have it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -32,6 +36,8 @@ from awac_robot.processes import die_with_parent
 
 #: The trainer's last message to a worker: finish what was asked and exit.
 STOP = None
+#: What ends the trainer's sender thread of a queued worker (never sent).
+_CLOSE_SENDER = object()
 #: Seconds a worker gets to finish its queue and exit on STOP before it is terminated.
 STOP_TIMEOUT = 30.0
 
@@ -52,7 +58,15 @@ Serve = Callable[..., None]
 
 
 class Worker:
-    def __init__(self, name: str, serve: Serve, *args: Any) -> None:
+    """One worker process and the trainer's end of its pipe.
+
+    `queued` sends go through a thread of the trainer's: a request larger than the pipe's
+    buffer (a policy snapshot is ~0.3 MB, the buffer 64 KB) would otherwise hold the trainer
+    until the worker has finished its current request and reads the next one. Small,
+    latency-bound messages (the explorer's) go straight into the pipe.
+    """
+
+    def __init__(self, name: str, serve: Serve, *args: Any, queued: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self.name = name
         self._conn, child = context.Pipe()
@@ -61,6 +75,13 @@ class Worker:
         )
         self.process.start()
         child.close()  # the trainer keeps only its own end, so the worker's death reads as the end of the pipe
+        self._outbox: queue.SimpleQueue[Any] | None = None
+        self._sender: threading.Thread | None = None
+        self._send_failed = False
+        if queued:
+            self._outbox = queue.SimpleQueue()
+            self._sender = threading.Thread(target=self._send_queued, name=f"{name} sender", daemon=True)
+            self._sender.start()
 
     @property
     def pid(self) -> int:
@@ -68,10 +89,28 @@ class Worker:
         return self.process.pid
 
     def send(self, message: Any) -> None:
+        """Hand `message` to the worker (queued: without waiting for the pipe)."""
+        if self._outbox is None:
+            self._send_now(message)
+        elif self._send_failed:
+            raise self._died()
+        else:
+            self._outbox.put(message)
+
+    def _send_now(self, message: Any) -> None:
         try:
             self._conn.send(message)
         except OSError:
             raise self._died() from None
+
+    def _send_queued(self) -> None:
+        assert self._outbox is not None
+        while (message := self._outbox.get()) is not _CLOSE_SENDER:
+            try:
+                self._conn.send(message)
+            except OSError:  # the worker is gone: the next send, or recv, says so
+                self._send_failed = True
+                return
 
     def recv(self) -> Any:
         try:
@@ -93,12 +132,20 @@ class Worker:
         A worker that does not exit within STOP_TIMEOUT of being asked is killed as well.
         """
         if finish and self.process.is_alive():
-            with contextlib.suppress(OSError):
-                self._conn.send(STOP)
+            if self._outbox is None:
+                os.set_blocking(self._conn.fileno(), False)  # a stuck worker with a full pipe must not hold us
+                with contextlib.suppress(OSError):
+                    self._conn.send(STOP)
+            else:
+                self._outbox.put(STOP)
             self.process.join(STOP_TIMEOUT)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        if self._sender is not None:  # a send still blocked in the pipe fails now that the worker is gone
+            assert self._outbox is not None
+            self._outbox.put(_CLOSE_SENDER)
+            self._sender.join(STOP_TIMEOUT)
         self._conn.close()
 
     def _died(self) -> WorkerError:
