@@ -8,7 +8,7 @@ Each part is timed on its own in this process, then scaled to a run of the defau
 exploration and evaluation workers can take off the learner's core, and what handing a step
 over to the exploration worker costs the learner instead. Synthetic replay data (the update's
 arithmetic does not depend on the values); random-init policies (an unsolved door runs its
-full 200 steps, as most evaluation episodes of a finetune do).
+full 200 steps, as most evaluation episodes of a finetune do). The update is bench/updates.py's.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
+from updates import measure
 
 from awac_robot.envs import get_spec, make_env
 from awac_robot.rollout import FunctionActor, rollout
@@ -30,28 +30,6 @@ from awac_robot.train.build import build_learner
 from awac_robot.train.config import TrainConfig, setup_torch
 from awac_robot.train.evaluation import evaluate
 from awac_robot.train.explorer import ExplorerWorker, explore_action
-from awac_robot.train.replay import Replay
-
-
-def update_rate(config: TrainConfig, seconds: float) -> float:
-    spec = get_spec(config.task)
-    learner = build_learner(config, spec)
-    n, gen = 50_000, torch.Generator().manual_seed(0)
-    data = SimpleNamespace(
-        obs=torch.randn(n, spec.obs_dim, generator=gen),
-        action=torch.rand(n, spec.act_dim, generator=gen) * 2 - 1,
-        reward=-torch.ones(n),
-        next_obs=torch.randn(n, spec.obs_dim, generator=gen),
-        terminal=torch.zeros(n),
-    )
-    replay = Replay.from_offline(spec.obs_dim, spec.act_dim, data, capacity=n, seed=0)
-    for _ in range(20):
-        learner.update(replay.sample(config.batch_size))
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        learner.update(replay.sample(config.batch_size))
-        done += 1
-    return done / (time.perf_counter() - start)
 
 
 def explore_step_seconds(config: TrainConfig, steps: int) -> tuple[float, list]:
@@ -105,7 +83,7 @@ def main() -> None:
     threads = setup_torch(config)
     print(f"torch {torch.__version__}, {threads} learner threads, load average before: {os.getloadavg()[0]:.2f}")
 
-    rate = update_rate(config, args.seconds)
+    rate = measure(config, config.batch_size, args.seconds)
     step, episodes = explore_step_seconds(config, args.steps)
     env = make_env(config.task)
     start = time.perf_counter()

@@ -34,7 +34,8 @@ class TrainConfig:
     seed: int = 0
     # torch intra-op threads (0 = every core). One, because libgomp's spin-waiting threads collapse when any
     # other process wants a core: bench/updates.py at batch 256 beside one busy process ran 2.2 updates/s with
-    # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. See train/__init__.py.
+    # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. The run's evaluation and
+    # exploration workers take the second core. See train/__init__.py.
     threads: int = 1
 
     # networks (paper: 2 critics + targets, 256x256 MLPs, state-independent log-std)
