@@ -230,3 +230,32 @@ def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: P
         other = means[{"actor": "policy", "policy": "actor"}[explore_mean]] + noise * actor.clamped_log_std().exp()
     np.testing.assert_allclose(episode.action[0], expected[0].numpy(), rtol=0, atol=1e-6)
     assert not np.allclose(episode.action[0], other.clamp(-1, 1)[0].numpy(), atol=1e-4)
+
+
+def test_the_exploration_noise_ladder_goes_episode_by_episode(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = write_config(tmp_path, explore_noise=[0.0, 0.5], keep_checkpoints=10)
+    assert main(finetune_args(store, out, config, offline=100, online=201)) == 0  # two episodes: 200 steps + 1
+    with DemoStore.open(store) as reopened:
+        first, second = list(reopened.episodes())[-2:]
+    # Each episode starts at a checkpoint (taken on episode boundaries): its learner and exploration generator.
+    for episode, updates, scale in ((first, 100, 0.0), (second, 300, 0.5)):
+        state = read_checkpoint(out / "checkpoints" / f"ckpt_{updates:09d}.pt")
+        actor = load_actor(out).policy
+        actor.load_state_dict(state["learner"]["actor"])
+        generator = torch.Generator()
+        generator.set_state(state["explore_rng"])
+        with torch.no_grad():
+            expected = actor.sample(actor(torch.from_numpy(episode.obs[:1])), generator, scale)
+        np.testing.assert_allclose(episode.action[0], expected[0].numpy(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        mean = actor(torch.from_numpy(second.obs[:1]))[0].numpy()
+    assert not np.allclose(second.action[0], mean, atol=1e-3)  # the second episode is noisy
+
+
+def test_explore_noise_must_be_finite_multiples(store: Path, tmp_path: Path, capsys) -> None:
+    for bad in ("[]", "[1.0, .nan]", "[-0.5]"):
+        config = tmp_path / "bad.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "offline_steps": 2}) + f"explore_noise: {bad}\n")
+        assert main(["train", "--task", "door", "--store", str(store), "--config", str(config)]) == 2
+        assert "config key 'explore_noise' needs one or more finite multiples in [0, 10]" in capsys.readouterr().err

@@ -87,6 +87,10 @@ class TrainConfig:
     # The mean the online exploration samples around: "actor" (the paper's: the actor being trained) or "policy"
     # (the evaluated policy: the averaged actor when policy_average is set), always with the actor's learned std.
     explore_mean: str = "actor"
+    # Multiples of the actor's std the exploration noise is drawn with, one per online episode in turn (episode i
+    # uses explore_noise[i % len]): (1.0,) is the paper's. A ladder such as (1.0, 0.3, 0.1, 0.0) is Ape-X's answer
+    # to not knowing how much noise a task tolerates (Horgan et al. 2018: a different epsilon per actor).
+    explore_noise: tuple[float, ...] = (1.0,)
     # The offline weights the online phase starts from: "last" (after offline_steps updates, the paper's) or
     # "best" (the learner as it was at the offline evaluation with the highest success, earliest of equals).
     handover: str = "last"
@@ -138,6 +142,12 @@ class TrainConfig:
         self._require(self.awr_lambda > 0, "awr_lambda", "must be > 0")
         self._require(self.advantage_scale in ADVANTAGE_SCALES, "advantage_scale", f"must be one of {ADVANTAGE_SCALES}")
         self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
+        noise = self.explore_noise
+        self._require(
+            len(noise) > 0 and all(math.isfinite(x) and 0 <= x <= 10 for x in noise),
+            "explore_noise",
+            "needs one or more finite multiples in [0, 10]",
+        )
         self._require(self.handover in HANDOVERS, "handover", f"must be one of {HANDOVERS}")
         self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")

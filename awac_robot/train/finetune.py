@@ -342,10 +342,14 @@ class Trainer:
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> np.ndarray:
-        """The online action: the actor's noise around `explore_mean`, drawn from the checkpointed generator."""
-        actor = self.learner.actor
-        source = self.learner.policy if self.config.explore_mean == "policy" else actor
-        return actor.sample(source(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
+        """The online action: the actor's noise around `explore_mean`, drawn from the checkpointed generator.
+
+        The noise is drawn even at scale 0, so the generator moves the same way whatever the scale.
+        """
+        cfg, actor = self.config, self.learner.actor
+        source = self.learner.policy if cfg.explore_mean == "policy" else actor
+        scale = cfg.explore_noise[self.counters.online_episodes % len(cfg.explore_noise)]
+        return actor.sample(source(torch.from_numpy(obs)[None]), self.explore_rng, scale)[0].numpy()
 
     # -- the phases ----------------------------------------------------------------------------
 
