@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from awac_robot.train.checkpoint import CHECKPOINT_DIR, read_checkpoint, save_checkpoint
+from awac_robot.train.checkpoint import read_checkpoint, save_checkpoint
 from awac_robot.train.config import from_dict, save_config
 from awac_robot.train.runlog import METRICS, RunLog
 
