@@ -29,14 +29,14 @@ from awac_robot.store import DemoStore
 from awac_robot.train.build import build_learner
 from awac_robot.train.config import TrainConfig, setup_torch
 from awac_robot.train.evaluation import evaluate
-from awac_robot.train.explorer import ExplorerWorker, explore_action
+from awac_robot.train.explorer import ExplorerWorker, explore_action, exploring_networks
 
 
 def explore_step_seconds(config: TrainConfig, steps: int) -> tuple[float, list]:
     """Seconds per online step in-process (sample + env step), and the episodes it made (for the store timing)."""
     actor = build_learner(config, get_spec(config.task)).actor
     env, rng = make_env(config.task), torch.Generator().manual_seed(0)
-    explorer = FunctionActor(lambda obs: explore_action(actor, obs, rng))
+    explorer = FunctionActor(lambda obs: explore_action(actor, actor, obs, rng, 1.0))
     episodes, done, start = [], 0, time.perf_counter()
     while done < steps:
         episodes.append(rollout(env, explorer, len(episodes), source="online"))
@@ -47,16 +47,16 @@ def explore_step_seconds(config: TrainConfig, steps: int) -> tuple[float, list]:
 def handoff_seconds(config: TrainConfig, steps: int, update_seconds: float) -> float:
     """The learner's own seconds per step with the exploration worker: publish weights, take the step."""
     spec = get_spec(config.task)
-    actor = build_learner(config, spec).actor
-    explorer = ExplorerWorker(config, spec, "sparse", actor)
+    learner = build_learner(config, spec)
+    explorer = ExplorerWorker(config, spec, "sparse", exploring_networks(learner.actor, learner.policy, config))
     rng = torch.Generator().manual_seed(0)
     try:
-        for _ in explorer.steps(0, 50, rng, "online"):  # warm-up: the worker has started and stepped
+        for _ in explorer.steps(0, 50, rng, 1.0, "online"):  # warm-up: the worker has started and stepped
             pass
         explorer.finish()
         done, own, episode = 0, 0.0, 1
         while done < steps:
-            handed = explorer.steps(episode, steps - done, rng, "online")
+            handed = explorer.steps(episode, steps - done, rng, 1.0, "online")
             while True:
                 start = time.perf_counter()
                 step = next(handed, None)

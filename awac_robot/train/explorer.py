@@ -11,11 +11,13 @@ reproducible:
   before step i's own updates: the worker steps the env for i + 1 while the learner updates
   on i, one update behind.
 
-The weights travel through one shared-memory tensor that the trainer writes and then
-announces; the worker reads it only between that announcement and sending its next step,
-and the trainer writes it only after receiving that step, so the two never touch it at the
-same time. The exploration noise comes from the trainer's checkpointed generator: its state
-goes out with each episode and comes back with the finished episode.
+The action is the actor's noise (its learned std times the episode's `explore_noise`
+multiple) around the mean of `explore_mean`'s network: the actor, or the evaluated policy.
+Their weights travel through shared-memory tensors that the trainer writes and then
+announces; the worker reads them only between that announcement and sending its next step,
+and the trainer writes them only after receiving that step, so the two never touch them at
+the same time. The exploration noise comes from the trainer's checkpointed generator: its
+state goes out with each episode and comes back with the finished episode.
 
 `one_update_behind` is the rule in one place: the worker follows it live, and the trainer's
 redo of stored episodes after a resume (train/finetune.py) follows it in-process, so it
@@ -42,7 +44,7 @@ from awac_robot.train.config import TrainConfig, from_dict, setup_torch
 from awac_robot.train.networks import GaussianActor
 from awac_robot.train.worker import STOP, Worker
 
-#: The trainer's message that fresh weights for the next action are in the shared tensor.
+#: The trainer's message that fresh weights for the next action are in the shared tensors.
 WEIGHTS = "weights"
 
 
@@ -59,9 +61,22 @@ class Transition:
 
 
 @torch.no_grad()
-def explore_action(actor: GaussianActor, obs: np.ndarray, rng: torch.Generator) -> np.ndarray:
-    """The online action: a sample from `actor` at `obs`, drawn from the exploration generator."""
-    return actor.sample(actor(torch.from_numpy(obs)[None]), rng)[0].numpy()
+def explore_action(
+    actor: GaussianActor, mean: GaussianActor, obs: np.ndarray, rng: torch.Generator, noise_scale: float
+) -> np.ndarray:
+    """The online action: `actor`'s noise times `noise_scale` around `mean`'s action, from the exploration generator.
+
+    The noise is drawn even at scale 0, so the generator moves the same way whatever the scale.
+    """
+    return actor.sample(mean(torch.from_numpy(obs)[None]), rng, noise_scale)[0].numpy()
+
+
+def exploring_networks(actor: GaussianActor, policy: GaussianActor, config: TrainConfig) -> dict[str, GaussianActor]:
+    """The networks an exploration action needs: the actor, and the mean's network when it is another one."""
+    networks = {"actor": actor}
+    if config.explore_mean == "policy" and policy is not actor:
+        networks["mean"] = policy
+    return networks
 
 
 def one_update_behind(steps: Iterator[Transition], publish: Callable[[], None]) -> Iterator[Transition]:
@@ -110,17 +125,23 @@ def unpack(flat: torch.Tensor, layout: list[tuple[str, tuple[int, ...]]]) -> dic
 
 
 class ExplorerWorker:
-    """The trainer's side: start an episode, take its steps as they come, collect the episode."""
+    """The trainer's side: start an episode, take its steps as they come, collect the episode.
 
-    def __init__(self, config: TrainConfig, spec: TaskSpec, reward_mode: str, actor: GaussianActor) -> None:
-        self.weights = SharedWeights(actor)  # the learner's actor: the weights that are published
-        self.worker = Worker(
-            "exploration", serve, config.to_dict(), spec.to_dict(), reward_mode, self.weights.flat, self.weights.layout
-        )
+    `networks` are the learner's own (`exploring_networks`): their weights are the ones published.
+    """
 
-    def steps(self, seed: int, budget: int, rng: torch.Generator, source: str) -> Iterator[Transition]:
+    def __init__(
+        self, config: TrainConfig, spec: TaskSpec, reward_mode: str, networks: dict[str, GaussianActor]
+    ) -> None:
+        self.weights = {name: SharedWeights(network) for name, network in networks.items()}
+        shared = {name: (weights.flat, weights.layout) for name, weights in self.weights.items()}
+        self.worker = Worker("exploration", serve, config.to_dict(), spec.to_dict(), reward_mode, shared)
+
+    def steps(
+        self, seed: int, budget: int, rng: torch.Generator, noise_scale: float, source: str
+    ) -> Iterator[Transition]:
         """One episode from `reset(seed)`, at most `budget` steps; `finish` returns it once the last step is out."""
-        self.worker.send((seed, budget, rng.get_state().numpy(), source))
+        self.worker.send((seed, budget, rng.get_state().numpy(), noise_scale, source))
         yield from one_update_behind(self._received(), self._publish)
 
     def finish(self) -> tuple[Episode, torch.Tensor]:
@@ -132,7 +153,8 @@ class ExplorerWorker:
         self.worker.close(finish)
 
     def _publish(self) -> None:
-        self.weights.write()
+        for weights in self.weights.values():
+            weights.write()
         self.worker.send(WEIGHTS)
 
     def _received(self) -> Iterator[Transition]:
@@ -152,25 +174,27 @@ def serve(
     config_data: dict[str, Any],
     spec_data: dict[str, Any],
     reward_mode: str,
-    flat: torch.Tensor,
-    layout: list[tuple[str, tuple[int, ...]]],
+    shared: dict[str, tuple[torch.Tensor, list[tuple[str, tuple[int, ...]]]]],
 ) -> None:
-    """The worker: the exploration env, a copy of the actor refreshed from the shared tensor before every action."""
+    """The worker: the exploration env, copies of the networks refreshed from shared memory before every action."""
     config = from_dict(config_data, "the exploration worker's config")
     setup_torch(config.replace(threads=1))
     env = make_env(config.task, reward=reward_mode)
-    actor = build_actor(config, TaskSpec.from_dict(spec_data)).requires_grad_(False)
-    shared = unpack(flat, layout)
-    rng = torch.Generator()
+    spec = TaskSpec.from_dict(spec_data)
+    networks = {name: build_actor(config, spec).requires_grad_(False) for name in shared}
+    views = {name: unpack(flat, layout) for name, (flat, layout) in shared.items()}
+    actor, mean = networks["actor"], networks.get("mean", networks["actor"])
+    rng, noise_scale = torch.Generator(), 1.0
 
     def act(obs: np.ndarray) -> np.ndarray:
         if conn.recv() is STOP:
             raise _Stopped
-        actor.load_state_dict(shared)
-        return explore_action(actor, obs, rng)
+        for name, network in networks.items():
+            network.load_state_dict(views[name])
+        return explore_action(actor, mean, obs, rng, noise_scale)
 
     while (request := conn.recv()) is not STOP:
-        seed, budget, rng_state, source = request
+        seed, budget, rng_state, noise_scale, source = request
         rng.set_state(torch.from_numpy(rng_state))
 
         def on_step(step: Step, budget: int = budget) -> bool:

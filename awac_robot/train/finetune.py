@@ -53,7 +53,13 @@ from awac_robot.train.checkpoint import (
 )
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
 from awac_robot.train.eval_worker import EvalRequest, EvalWorker
-from awac_robot.train.explorer import ExplorerWorker, Transition, explore_action, one_update_behind
+from awac_robot.train.explorer import (
+    ExplorerWorker,
+    Transition,
+    explore_action,
+    exploring_networks,
+    one_update_behind,
+)
 from awac_robot.train.replay import Replay
 from awac_robot.train.runlog import RunLog, format_row
 from awac_robot.train.sources import select
@@ -151,6 +157,8 @@ class Trainer:
             raise
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
+        #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
+        self.offline_best: dict[str, Any] | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
@@ -232,6 +240,7 @@ class Trainer:
         self.explore_rng.set_state(state["explore_rng"])
         self.last_eval = dict(state.get("eval") or {})
         self._evals_to_redo = [EvalRequest.from_dict(request) for request in state.get("evals_outstanding", [])]
+        self.offline_best = state.get("offline_best")
         self.last_checkpoint = Path(state["path"])
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         redo, c = self._redo, self.counters
@@ -284,6 +293,8 @@ class Trainer:
             if self.evaluator is not None
             else [],
         }
+        if self.offline_best is not None and not self.counters.offline_done:
+            state["offline_best"] = self.offline_best
         self.last_checkpoint = save_checkpoint(
             self.run_dir, self.counters.updates, state, keep=self.config.keep_checkpoints
         )
@@ -332,9 +343,16 @@ class Trainer:
             print(format_row(row), flush=True)
 
     def start_eval(self, phase: str) -> None:
-        """Snapshot the evaluated policy for the evaluation worker; its result is recorded when it is back."""
+        """Snapshot the evaluated policy for the evaluation worker; its result is recorded when it is back.
+
+        With `handover: best` an offline evaluation is waited for: the handover keeps the whole
+        learner as it was when evaluated, and the learner must not move on before the result says
+        whether it is the best so far.
+        """
         assert self.evaluator is not None
         self.evaluator.submit(EvalRequest.snapshot(phase, asdict(self.counters), time.time(), self.learner.policy))
+        if phase == "offline" and self.config.handover == "best":
+            self.record_evals(wait=True)
 
     def record_evals(self, wait: bool = False) -> None:
         """Record the evaluations that are back (with `wait`: every one asked for), in the order they were asked."""
@@ -349,6 +367,10 @@ class Trainer:
             self.best_success = result["success_rate"]
             best = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "run_id": self.run_id}
             save_best(self.run_dir, best, request.policy, counters, self.last_eval)
+        best_offline = self.offline_best["eval"]["success_rate"] if self.offline_best else -1.0
+        if request.phase == "offline" and self.config.handover == "best" and result["success_rate"] > best_offline:
+            # start_eval waited for this result, so the learner is still the one evaluated
+            self.offline_best = {"eval": self.last_eval, "learner": copy.deepcopy(self.learner.state_dict())}
         self.record(
             {
                 "phase": request.phase,
@@ -362,6 +384,11 @@ class Trainer:
         )
         assert self.evaluator is not None
         self.evaluator.draw_curve(self.run_dir)
+
+    def explore_scale(self) -> float:
+        """The exploration noise's multiple of the actor's std for the episode now starting (`explore_noise`)."""
+        noise = self.config.explore_noise
+        return noise[self.counters.online_episodes % len(noise)]
 
     # -- the phases ----------------------------------------------------------------------------
 
@@ -396,7 +423,8 @@ class Trainer:
             self.evaluator.submit(request)
         pids = {"evaluation": self.evaluator.worker.pid}
         if self.online and self.counters.env_steps < self.config.online_steps:
-            self.explorer = ExplorerWorker(self.config, self.spec, reward_mode, self.learner.actor)
+            networks = exploring_networks(self.learner.actor, self.learner.policy, self.config)
+            self.explorer = ExplorerWorker(self.config, self.spec, reward_mode, networks)
             pids["exploration"] = self.explorer.worker.pid
         self.log.write({"event": "workers", "pids": pids})
 
@@ -416,8 +444,37 @@ class Trainer:
                 bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
         bar.close()
         self.start_eval("offline")  # the offline start of the finetuning curve
+        self.hand_over()
         c.offline_done = True
         self.checkpoint()
+
+    def hand_over(self) -> None:
+        """With `handover: best`, go back to the learner of the best offline evaluation; it starts the online phase.
+
+        Offline success often peaks before the last update; the evaluation being deterministic on
+        fixed seeds, the restored learner's evaluation is the one recorded then, and it is logged
+        again as the offline start of the finetuning curve.
+        """
+        best = self.offline_best
+        if best is None or best["eval"]["updates"] == self.counters.updates:
+            return
+        self.learner.load_state_dict(best["learner"])
+        self.learner.updates = self.counters.updates
+        self.last_eval = dict(best["eval"])
+        self.log.write({"event": "handover", "from_updates": best["eval"]["updates"], "updates": self.counters.updates})
+        self.record(
+            {
+                "phase": "offline",
+                "updates": self.counters.updates,
+                "env_steps": self.counters.env_steps,
+                "eval_success": best["eval"]["success_rate"],
+                "eval_return": best["eval"]["return"],
+                "eval_episodes": best["eval"]["episodes"],
+                "handover_from": best["eval"]["updates"],
+                "time": time.time(),
+            }
+        )
+        self.offline_best = None
 
     def online_phase(self) -> None:
         cfg, c = self.config, self.counters
@@ -426,7 +483,8 @@ class Trainer:
         while c.env_steps < cfg.online_steps:
             assert self.explorer is not None
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            for step in self.explorer.steps(seed, cfg.online_steps - c.env_steps, self.explore_rng, self.online_source):
+            budget, scale = cfg.online_steps - c.env_steps, self.explore_scale()
+            for step in self.explorer.steps(seed, budget, self.explore_rng, scale, self.online_source):
                 self.learn_from_step(step, bar)
             episode, explore_state = self.explorer.finish()
             self.explore_rng.set_state(explore_state)
@@ -447,16 +505,19 @@ class Trainer:
         if not len(self._redo):
             return
         wanted = set(self._redo.tolist())
-        acting = copy.deepcopy(self.learner.actor).requires_grad_(False)
+        learners = exploring_networks(self.learner.actor, self.learner.policy, self.config)
+        acting = {name: copy.deepcopy(network).requires_grad_(False) for name, network in learners.items()}
+        actor, mean = acting["actor"], acting.get("mean", acting["actor"])
         steps = 0
         reproduced = [0]
 
         def publish() -> None:
-            acting.load_state_dict(self.learner.actor.state_dict())
+            for name, network in acting.items():
+                network.load_state_dict(learners[name].state_dict())
 
-        def stored_steps(episode: Episode) -> Iterator[Transition]:
+        def stored_steps(episode: Episode, scale: float) -> Iterator[Transition]:
             for t in range(episode.length):
-                drawn = explore_action(acting, episode.obs[t], self.explore_rng)
+                drawn = explore_action(actor, mean, episode.obs[t], self.explore_rng, scale)
                 reproduced[0] += bool(np.array_equal(drawn, episode.action[t]))
                 last = t == episode.length - 1
                 obs, next_obs = episode.obs[t], episode.obs[t + 1]
@@ -465,7 +526,7 @@ class Trainer:
         for index, episode in enumerate(self.store.episodes()):
             if index not in wanted:
                 continue
-            for step in one_update_behind(stored_steps(episode), publish):
+            for step in one_update_behind(stored_steps(episode, self.explore_scale()), publish):
                 self.learn_from_step(step, bar)
             steps += episode.length
             self.end_episode()

@@ -79,9 +79,12 @@ class GaussianActor(nn.Module):
         z = (action - mean) * torch.exp(-log_std)
         return -0.5 * (z * z).sum(-1) - log_std.sum() - 0.5 * LOG_2PI * mean.shape[-1]
 
-    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, mean: torch.Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
+    ) -> torch.Tensor:
+        """An action around `mean` with the learned std times `noise_scale`, clipped to the action bounds."""
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        return (mean + noise * self.clamped_log_std().exp()).clamp(-1.0, 1.0)
+        return (mean + noise * (self.clamped_log_std().exp() * noise_scale)).clamp(-1.0, 1.0)
 
 
 class CriticEnsemble(nn.Module):
