@@ -125,14 +125,16 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
     demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = config_file(tmp_path, checkpoint_interval=200)
-    offline, online = 50, 500  # 10 episodes; online checkpoints after episodes 4 and 8
+    offline, online = 50, 1000  # 20 episodes; online checkpoints after episodes 4, 8, 12 and 16
     whole_store, whole = copy_store(demos, tmp_path / "whole.zarr"), tmp_path / "whole"
     assert main(finetune(whole_store, whole, config, offline, online)) == 0
 
     store, out = copy_store(demos, tmp_path / "killed.zarr"), tmp_path / "killed"
     late = evaluation_back_after_its_checkpoint(out, offline)
     kill_when(finetune(store, out, config, offline, online), store, 2, late)  # newest checkpoint: offline end
-    kill_when(resume(out, "--store", str(store)), store, episodes=6)  # newest checkpoint: after episode 4
+    # The first run went on while the late evaluation came back, so it may have stored more than 2 episodes:
+    # kill the second once it has stored 2 of its own (and at least 6 in all), past its checkpoint after episode 4.
+    kill_when(resume(out, "--store", str(store)), store, episodes=max(6, online_episodes(store) + 2))
     capsys.readouterr()
     assert main(resume(out, "--store", str(store))) == 0
     printed = capsys.readouterr().out
@@ -146,19 +148,20 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
         == {
             "updates": offline + online,
             "env_steps": online,
-            "online_episodes": 10,
+            "online_episodes": 20,
             "offline_done": True,
         }
     )
     for key, weights in a["learner"]["actor"].items():
         torch.testing.assert_close(b["learner"]["actor"][key], weights, rtol=0, atol=0)
-    np.testing.assert_array_equal(actions_b, actions_a)  # the same 500 exploration actions, none lost or repeated
+    np.testing.assert_array_equal(actions_b, actions_a)  # the same 1000 exploration actions, none lost or repeated
 
     rows = RunLog(out).rows()
     resumes = [r for r in rows if r.get("event") == "resume"]
     redos = [r for r in rows if r.get("event") == "redo"]
     assert len(resumes) == 2 and resumes[0]["checkpoint"] == f"ckpt_{offline:09d}.pt"
     assert resumes[0]["redo_evals"] == [offline]  # the second kill may or may not find one outstanding
+    assert offline not in resumes[1]["redo_evals"]
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["updates"] for r in logged if "eval_success" in r].count(offline) == 2  # logged, killed, redone ...
     assert resumes[0]["redo_episodes"] >= 2  # everything the killed process had stored

@@ -64,12 +64,21 @@ class EvalWorker:
     def __init__(self, config: TrainConfig, spec: TaskSpec, reward_mode: str) -> None:
         self.worker = Worker("evaluation", serve, config.to_dict(), spec.to_dict(), reward_mode, queued=True)
         self._queue: deque[EvalRequest | None] = deque()  # None: a curve to draw, acknowledged without a result
+        self._redraw: Path | None = None  # a curve asked for while one was being drawn: drawn after it
 
     def submit(self, request: EvalRequest) -> None:
         self.worker.send((EVALUATE, {k: v.numpy() for k, v in request.policy.items()}))
         self._queue.append(request)
 
     def draw_curve(self, run_dir: Path) -> None:
+        """Redraw the run's curve from its log: at most one drawing in flight, the next one after it.
+
+        A drawing (~0.5 s) that starts after the request shows every row logged before it, so
+        requests made while one is in flight fold into one drawing sent when it is done.
+        """
+        if None in self._queue:
+            self._redraw = run_dir
+            return
         self.worker.send((CURVE, str(run_dir)))
         self._queue.append(None)
 
@@ -87,6 +96,9 @@ class EvalWorker:
             request = self._queue.popleft()
             if request is not None:
                 yield request, reply
+            elif self._redraw is not None:
+                run_dir, self._redraw = self._redraw, None
+                self.draw_curve(run_dir)
 
     def close(self, finish: bool = True) -> None:
         self.worker.close(finish)
