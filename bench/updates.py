@@ -13,25 +13,27 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
 
 from awac_robot.envs import get_spec
+from awac_robot.train.awac import AWACLearner
 from awac_robot.train.build import build_learner
 from awac_robot.train.config import TrainConfig, setup_torch
 from awac_robot.train.replay import Replay
 
 
-def matmul_peak(seconds: float) -> float:
-    """Best-observed float32 GFLOP/s of a 1024x1024 matmul."""
+def matmul_peak(seconds: float, clock: Callable[[], int] = time.perf_counter_ns) -> float:
+    """Best-observed float32 GFLOP/s of a 1024x1024 matmul, timed by `clock` (nanoseconds)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(5):
             torch.mm(a, b)
-        best = max(best, 5 * 2 * 1024**3 / (time.perf_counter() - start) / 1e9)
+        best = max(best, 5 * 2 * 1024**3 / (clock() - start))
     return best
 
 
@@ -48,7 +50,8 @@ def update_flops(config: TrainConfig, obs_dim: int, act_dim: int, batch: int) ->
     return 2.0 * macs * batch
 
 
-def measure(config: TrainConfig, batch: int, seconds: float) -> float:
+def synthetic_setup(config: TrainConfig) -> tuple[AWACLearner, Replay]:
+    """A fresh learner for the config's task and a replay of random transitions of the task's sizes."""
     spec = get_spec(config.task)
     learner = build_learner(config, spec)
     gen = torch.Generator().manual_seed(0)
@@ -60,7 +63,11 @@ def measure(config: TrainConfig, batch: int, seconds: float) -> float:
         next_obs=torch.randn(n, spec.obs_dim, generator=gen),
         terminal=torch.zeros(n),
     )
-    replay = Replay.from_offline(spec.obs_dim, spec.act_dim, data, capacity=n, seed=0)
+    return learner, Replay.from_offline(spec.obs_dim, spec.act_dim, data, capacity=n, seed=0)
+
+
+def measure(config: TrainConfig, batch: int, seconds: float) -> float:
+    learner, replay = synthetic_setup(config)
     for _ in range(20):
         learner.update(replay.sample(batch))
     done, start = 0, time.perf_counter()
