@@ -1,6 +1,7 @@
 """Where the time of one AWAC update goes: matmuls, elementwise work, the optimizer, per-op overhead.
 
-Usage: .venv/bin/python bench/profile_update.py [--threads 1] [--batches 256 1024] [--updates 100] [--table]
+Usage: .venv/bin/python bench/profile_update.py [--threads 1] [--batches 256 1024] [--updates 100] [--compile]
+    [--table]
 
 Every aten kernel the update runs (below autograd, so the backward's kernels too) is timed
 and put in one of a few groups; what is left of the update's total is time spent outside any
@@ -8,7 +9,9 @@ kernel (Python, the autograd engine, the dispatcher, the optimizer's Python loop
 thread the clock is the thread's CPU time, which a busy machine barely distorts; with more
 threads it has to be wall time (the work runs on OpenMP workers), so read those figures
 beside the load average. The update runs on bench/updates.py's synthetic batch. `--table`
-also prints torch.profiler's own table (wall time) for the same updates.
+also prints torch.profiler's own table (wall time) for the same updates. With `--compile`
+the fused kernels torch.compile writes are no aten kernels: their time shows as "outside
+kernels", beside the matmuls, which it leaves to aten.
 """
 
 from __future__ import annotations
@@ -89,18 +92,7 @@ def run(step: Callable[[], object], updates: int, clock: Callable[[], int]) -> f
     return (clock() - start) / updates
 
 
-def profile_batch(config: TrainConfig, batch: int, updates: int, peak: float, table: bool) -> None:
-    learner, replay = synthetic_setup(config)
-
-    def step() -> object:
-        return learner.update(replay.sample(batch))
-
-    clock = clock_of(config)
-    for _ in range(20):
-        step()
-    total = run(step, updates, clock)
-    label = CLOCK_NAME[clock]
-    print(f"batch {batch}: {total / 1e6:.2f} ms {label} per update = {1e9 / total:.1f} updates/s ({label} clock)")
+def kernel_split(step: Callable[[], object], updates: int, clock: Callable[[], int], total: float, peak: float) -> None:
     kernels = KernelClock(clock)
     with kernels:
         run(step, updates, clock)
@@ -114,6 +106,35 @@ def profile_batch(config: TrainConfig, batch: int, updates: int, peak: float, ta
     flops = kernels.flops / updates
     rate = flops / (kernels.time["matmul"] / updates)
     print(f"  matmuls: {flops / 1e6:.0f} MFLOP per update at {rate:.1f} GFLOP/s ({rate / peak:.2f} of the peak)")
+
+
+def profiled_split(step: Callable[[], object], updates: int) -> None:
+    """The compiled update's matmuls against the rest, from torch.profiler (wall time: a dispatch mode cannot
+    watch compiled code)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(step, updates, time.perf_counter_ns)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key.removeprefix("aten::") in MATMUL)
+    print(f"  matmul {matmul / updates / 1e3:.2f} ms, everything else {(total - matmul) / updates / 1e3:.2f} ms (wall)")
+
+
+def profile_batch(config: TrainConfig, batch: int, updates: int, peak: float, table: bool) -> None:
+    learner, replay = synthetic_setup(config)
+
+    def step() -> object:
+        return learner.update(replay.sample(batch))
+
+    clock = clock_of(config)
+    for _ in range(20):
+        step()
+    total = run(step, updates, clock)
+    label = CLOCK_NAME[clock]
+    print(f"batch {batch}: {total / 1e6:.2f} ms {label} per update = {1e9 / total:.1f} updates/s ({label} clock)")
+    if config.compile:
+        profiled_split(step, updates)
+    else:
+        kernel_split(step, updates, clock, total, peak)
     if table:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             run(step, updates, clock)
@@ -125,9 +146,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--compile", action="store_true", help="the compiled update (TrainConfig.compile)")
     parser.add_argument("--table", action="store_true", help="also print torch.profiler's table")
     args = parser.parse_args()
-    config = TrainConfig(threads=args.threads)
+    config = TrainConfig(threads=args.threads, compile=args.compile)
     threads = setup_torch(config)
     print(f"torch {torch.__version__}, {threads} threads, load average {os.getloadavg()[0]:.2f}")
     peak = matmul_peak(2.0, clock_of(config))

@@ -175,8 +175,13 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [CONFIG, CONFIG.replace(critic_layer_norm=False, policy_average=None, critic_members=3), CONFIG.replace(algo="bc")],
-    ids=["awac", "awac-plain-critics", "bc"],
+    [
+        CONFIG,
+        CONFIG.replace(critic_layer_norm=False, policy_average=None, critic_members=3),
+        CONFIG.replace(algo="bc"),
+        CONFIG.replace(compile=True),
+    ],
+    ids=["awac", "awac-plain-critics", "bc", "awac-compiled"],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)

@@ -61,7 +61,9 @@ class NonFiniteError(RuntimeError):
 class AWACLearner:
     """Owns the networks, the target critics and the optimizer; `update` does one gradient step."""
 
-    def __init__(self, actor: GaussianActor, critic: CriticEnsemble, config: UpdateConfig, seed: int = 0) -> None:
+    def __init__(
+        self, actor: GaussianActor, critic: CriticEnsemble, config: UpdateConfig, seed: int = 0, compile: bool = False
+    ) -> None:
         if config.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
         self.config = config
@@ -82,12 +84,14 @@ class AWACLearner:
         self._policy_params = list(self.policy.parameters())
         self.generator = torch.Generator().manual_seed(seed)  # the policy samples inside the update
         self.updates = 0
+        # The same losses, with torch.compile fusing their elementwise work into few kernels (TrainConfig.compile).
+        self._losses = torch.compile(self.losses, fullgraph=True, dynamic=False) if compile else self.losses
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step; returns detached scalar statistics for logging."""
         # The policy noise is drawn here, in the order the losses use it (a' at s' first, then a_pi at s).
         noise = (self._noise(batch.action), self._noise(batch.action)) if self.config.algo == "awac" else None
-        loss, stats = self.losses(batch, noise)
+        loss, stats = self._losses(batch, noise)
         if not torch.isfinite(loss):
             raise NonFiniteError(
                 f"non-finite loss at update {self.updates + 1} "
