@@ -37,9 +37,9 @@ class TrainConfig:
     # other process wants a core: bench/updates.py at batch 256 beside one busy process ran 2.2 updates/s with
     # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. See train/__init__.py.
     threads: int = 1
-    # torch.compile the update's losses (forward and backward), which fuses their elementwise work into a few
-    # kernels. Needs a C++ compiler (g++, or $CXX); compiling costs seconds when a process starts. See
-    # docs/benchmarks.md "Speed of the update" for what it gains here.
+    # torch.compile the update's losses (forward and backward; the same maths): ~20% less CPU per update at one
+    # thread here. Off by default because it needs a C++ compiler and the Python headers, and compiling costs
+    # 4-20 s per process, more than a short run saves. docs/benchmarks.md "Speed of the update" has the figures.
     compile: bool = False
 
     # networks (paper: 2 critics + targets, 256x256 MLPs, state-independent log-std)
