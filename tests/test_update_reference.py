@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytestmark
 
 from awac_robot.envs import get_spec, make_env
 from awac_robot.rollout import FunctionActor, rollout
@@ -40,14 +41,7 @@ CONFIG = TrainConfig(
 )
 UPDATES = 3
 RTOL, ATOL = 1e-5, 1e-6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
