@@ -47,6 +47,8 @@ class Curve:
     """The mean over seeds of one scenario x algo: offline evals in update order, online evals in step order."""
 
     offline: list[float]
+    #: the offline policy the online phase started from, when the run handed over an earlier one (`handover: best`)
+    handover: list[float]
     online: list[float]
     wall: float
     seeds: int
@@ -54,7 +56,9 @@ class Curve:
 
     @property
     def start(self) -> float | None:
-        """The offline policy handed to the online phase: the last offline evaluation."""
+        """The offline policy handed to the online phase: the hand-over, else the last offline evaluation."""
+        if self.handover:
+            return self.handover[-1]
         return self.offline[-1] if self.offline else None
 
     @property
@@ -70,16 +74,24 @@ def mean_curve(runs: list[dict[str, Any]]) -> Curve | None:
         f"seed {r['seed']} exit {r['returncode']}: {r['last_output']} ({r['log']})" for r in runs if r["returncode"]
     ]
 
-    def mean_by_position(phase: str) -> list[float]:
-        curves = [[e["eval_success"] for e in r["evals"] if e["phase"] == phase] for r in good]
+    def mean_by_position(phase: str, handover: bool = False) -> list[float]:
+        def wanted(row: dict[str, Any]) -> bool:
+            return row["phase"] == phase and ("handover_from" in row) == handover
+
+        curves = [[e["eval_success"] for e in r["evals"] if wanted(e)] for r in good]
         return [sum(column) / len(column) for column in zip(*curves, strict=False)] if curves else []
 
     wall = sum(r["wall"] for r in good) / len(good) if good else float("nan")
-    return Curve(mean_by_position("offline"), mean_by_position("online"), wall, len(good), failed)
+    offline, handover = mean_by_position("offline"), mean_by_position("offline", handover=True)
+    return Curve(offline, handover, mean_by_position("online"), wall, len(good), failed)
 
 
 def percents(values: list[float]) -> str:
     return " ".join(f"{100 * v:.0f}" for v in values) or "-"
+
+
+def handed_over(curve: Curve) -> str:
+    return f" (hand-over {100 * curve.handover[-1]:.0f})" if curve.handover else ""
 
 
 def interval_label(results: Results, key: str, unit: str) -> str:
@@ -110,8 +122,8 @@ def table(results: Results, scenarios: list[str], algos: list[str]) -> str:
                 continue
             failed = f" ({len(curve.failed)} failed)" if curve.failed else ""
             cells = [
-                name, data, algo, f"{curve.seeds}{failed}", percents(curve.offline), percents(curve.online),
-                versus if algo == "awac" else "", f"{curve.wall:.0f} s",
+                name, data, algo, f"{curve.seeds}{failed}", percents(curve.offline) + handed_over(curve),
+                percents(curve.online), versus if algo == "awac" else "", f"{curve.wall:.0f} s",
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -34,6 +34,20 @@ def test_advantage_weights_sum_to_batch_and_never_overflow() -> None:
     assert ordinary[1].item() == pytest.approx(2 * ordinary[0].item(), rel=1e-5)  # exp(A / lambda) ratios kept
 
 
+def test_batch_std_weights_do_not_depend_on_the_scale_of_q() -> None:
+    advantage = torch.tensor([0.3, -0.1, 0.05, 0.2, -0.4])
+    small = advantage_weights(advantage, 1.0, "batch_std")
+    torch.testing.assert_close(advantage_weights(100.0 * advantage - 7.0, 1.0, "batch_std"), small)
+    torch.testing.assert_close(small, advantage_weights(advantage, advantage.std().item()))  # lambda * std(A)
+    assert not torch.allclose(advantage_weights(100.0 * advantage, 1.0), advantage_weights(advantage, 1.0))
+    torch.testing.assert_close(advantage_weights(torch.full((4,), -3.0), 1.0, "batch_std"), torch.ones(4))
+
+
+def test_an_unknown_advantage_scale_is_refused_by_the_config() -> None:
+    with pytest.raises(ConfigError, match="'advantage_scale' must be one of"):
+        TrainConfig(advantage_scale="per_member")
+
+
 @pytest.mark.parametrize("layer_norm", [False, True])
 def test_batched_critic_matches_member_by_member_mlps(layer_norm: bool) -> None:
     torch.manual_seed(0)

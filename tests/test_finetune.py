@@ -191,3 +191,71 @@ def test_checkpoints_ignore_a_half_written_file_and_keep_the_newest(tmp_path: Pa
     (tmp_path / "checkpoints" / ".ckpt_000000040.pt.tmp").write_bytes(b"killed mid-write")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_000000020.pt", "ckpt_000000030.pt"]
     assert read_checkpoint(tmp_path)["counters"]["updates"] == 30
+
+
+def test_handover_best_starts_online_from_the_best_offline_evaluation(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Random-action demos: every evaluation scores 0, so the best is the first (the earliest of equals).
+    config = write_config(tmp_path, handover="best", keep_checkpoints=10)
+    assert main(finetune_args(store, out, config, offline=300, online=50)) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    offline = [r for r in rows if r.get("phase") == "offline" and "eval_success" in r]
+    assert [r["updates"] for r in offline] == [100, 200, 300, 300]
+    assert offline[-1]["handover_from"] == 100 and offline[-1]["eval_success"] == offline[0]["eval_success"]
+    assert [r["from_updates"] for r in rows if r.get("event") == "handover"] == [100]
+    at_best, handed_over = (read_checkpoint(out / "checkpoints" / f"ckpt_{n:09d}.pt") for n in (100, 300))
+    for part in ("actor", "critic", "target_critic", "policy"):
+        for key, value in at_best["learner"][part].items():
+            torch.testing.assert_close(handed_over["learner"][part][key], value, rtol=0, atol=0)
+    assert handed_over["counters"]["updates"] == 300 and "offline_best" not in handed_over
+    assert "offline_best" in read_checkpoint(out / "checkpoints" / "ckpt_000000200.pt")
+
+
+@pytest.mark.parametrize("explore_mean", ["actor", "policy"])
+def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: Path, explore_mean: str) -> None:
+    out = tmp_path / "run"
+    config = write_config(tmp_path, explore_mean=explore_mean, policy_average=0.01, keep_checkpoints=10)
+    assert main(finetune_args(store, out, config, offline=100, online=1)) == 0
+    start = read_checkpoint(out / "checkpoints" / "ckpt_000000100.pt")  # the learner the first online step used
+    actor, policy = (load_actor(out).policy, load_actor(out).policy)
+    actor.load_state_dict(start["learner"]["actor"])
+    policy.load_state_dict(start["learner"]["policy"])
+    with DemoStore.open(store) as reopened:
+        episode = list(reopened.episodes())[-1]
+    obs = torch.from_numpy(episode.obs[:1])
+    noise = torch.randn((1, 28), generator=torch.Generator().manual_seed(3 + 2))  # the run's exploration generator
+    with torch.no_grad():
+        means = {"actor": actor(obs), "policy": policy(obs)}
+        expected = (means[explore_mean] + noise * actor.clamped_log_std().exp()).clamp(-1, 1)
+        other = means[{"actor": "policy", "policy": "actor"}[explore_mean]] + noise * actor.clamped_log_std().exp()
+    np.testing.assert_allclose(episode.action[0], expected[0].numpy(), rtol=0, atol=1e-6)
+    assert not np.allclose(episode.action[0], other.clamp(-1, 1)[0].numpy(), atol=1e-4)
+
+
+def test_the_exploration_noise_ladder_goes_episode_by_episode(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = write_config(tmp_path, explore_noise=[0.0, 0.5], keep_checkpoints=10)
+    assert main(finetune_args(store, out, config, offline=100, online=201)) == 0  # two episodes: 200 steps + 1
+    with DemoStore.open(store) as reopened:
+        first, second = list(reopened.episodes())[-2:]
+    # Each episode starts at a checkpoint (taken on episode boundaries): its learner and exploration generator.
+    for episode, updates, scale in ((first, 100, 0.0), (second, 300, 0.5)):
+        state = read_checkpoint(out / "checkpoints" / f"ckpt_{updates:09d}.pt")
+        actor = load_actor(out).policy
+        actor.load_state_dict(state["learner"]["actor"])
+        generator = torch.Generator()
+        generator.set_state(state["explore_rng"])
+        with torch.no_grad():
+            expected = actor.sample(actor(torch.from_numpy(episode.obs[:1])), generator, scale)
+        np.testing.assert_allclose(episode.action[0], expected[0].numpy(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        mean = actor(torch.from_numpy(second.obs[:1]))[0].numpy()
+    assert not np.allclose(second.action[0], mean, atol=1e-3)  # the second episode is noisy
+
+
+def test_explore_noise_must_be_finite_multiples(store: Path, tmp_path: Path, capsys) -> None:
+    for bad in ("[]", "[1.0, .nan]", "[-0.5]"):
+        config = tmp_path / "bad.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "offline_steps": 2}) + f"explore_noise: {bad}\n")
+        assert main(["train", "--task", "door", "--store", str(store), "--config", str(config)]) == 2
+        assert "config key 'explore_noise' needs one or more finite multiples in [0, 10]" in capsys.readouterr().err

@@ -266,3 +266,35 @@ def test_online_sources_carry_a_run_id() -> None:
     for bad in ("online:", "online:a b", "online:x/y"):
         with pytest.raises(StoreError, match="online:<run id>"):
             check_source(bad)
+
+
+def test_a_run_killed_before_its_handover_hands_over_the_same_learner(demos: Path, tmp_path: Path) -> None:
+    """`handover: best` keeps the best offline learner in the offline checkpoints, so a kill cannot lose it."""
+    config = config_file(tmp_path, handover="best", checkpoint_interval=100)
+    offline, online = 600, 100
+    whole_store, whole = copy_store(demos, tmp_path / "whole.zarr"), tmp_path / "whole"
+    assert main(finetune(whole_store, whole, config, offline, online)) == 0
+
+    store, out = copy_store(demos, tmp_path / "killed.zarr"), tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "awac_robot", *finetune(store, out, config, offline, online)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "ckpt_000000200.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    newest = read_checkpoint(out)
+    assert not newest["counters"]["offline_done"] and "offline_best" in newest  # killed inside the offline phase
+    assert main(resume(out, "--store", str(store))) == 0
+
+    (a, actions_a), (b, actions_b) = final_state(whole, whole_store), final_state(out, store)
+    for part in ("actor", "critic", "policy"):
+        for key, weights in a["learner"][part].items():
+            torch.testing.assert_close(b["learner"][part][key], weights, rtol=0, atol=0)
+    np.testing.assert_array_equal(actions_b, actions_a)
+    handovers = [r for r in RunLog(out).rows() if r.get("event") == "handover"]
+    assert len(handovers) == 1 and handovers == [r for r in RunLog(whole).rows() if r.get("event") == "handover"]

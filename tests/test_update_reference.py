@@ -124,7 +124,8 @@ class Reference:
             with torch.no_grad():
                 value = min_over_members(self.critic, batch.obs, self.policy_sample(mean))
                 advantage = qs.min(0).values - value
-                scaled = advantage / cfg.awr_lambda
+                spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
+                scaled = advantage / spread / cfg.awr_lambda
                 exp = torch.exp(scaled - scaled.max())  # exp(A / lambda) up to a constant that cancels
                 weights = len(advantage) * exp / exp.sum()
             actor_loss = -(log_prob * weights).mean()
@@ -172,10 +173,11 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
     [
         CONFIG,
         CONFIG.replace(critic_layer_norm=False, policy_average=None, critic_members=3),
+        CONFIG.replace(advantage_scale="batch_std"),
         CONFIG.replace(algo="bc"),
         CONFIG.replace(compile=True),
     ],
-    ids=["awac", "awac-plain-critics", "bc", "awac-compiled"],
+    ids=["awac", "awac-plain-critics", "awac-batch-std", "bc", "awac-compiled"],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)

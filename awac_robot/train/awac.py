@@ -38,6 +38,8 @@ class UpdateConfig:
     reward_offset: float
     #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
     policy_average: float | None = None
+    #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch)
+    advantage_scale: str = "none"
 
 
 @dataclass
@@ -49,8 +51,19 @@ class Batch:
     terminal: torch.Tensor
 
 
-def advantage_weights(advantage: torch.Tensor, awr_lambda: float) -> torch.Tensor:
-    """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing."""
+ADVANTAGE_SCALES = ("none", "batch_std")
+
+
+def advantage_weights(advantage: torch.Tensor, awr_lambda: float, scale: str = "none") -> torch.Tensor:
+    """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing.
+
+    With `scale="batch_std"` the advantages are first divided by their standard deviation over
+    the batch, so lambda no longer depends on the scale of Q (reward scale, horizon, how far Q
+    has propagated): the same lambda gives the same spread of weights on any task. A batch of
+    equal advantages gets equal weights either way.
+    """
+    if scale == "batch_std":
+        advantage = advantage / advantage.std().clamp_min(1e-6)
     return torch.softmax(advantage / awr_lambda, 0) * advantage.shape[0]
 
 
@@ -66,6 +79,8 @@ class AWACLearner:
     ) -> None:
         if config.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+        if config.advantage_scale not in ADVANTAGE_SCALES:
+            raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {config.advantage_scale!r}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -140,7 +155,7 @@ class AWACLearner:
             value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
             q = q.detach()
             advantage = q.amin(0) - value
-            weights = advantage_weights(advantage, cfg.awr_lambda)
+            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale)
 
         actor_loss = -(log_prob * weights).mean()
         with torch.no_grad():

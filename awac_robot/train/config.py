@@ -19,9 +19,12 @@ from typing import Any
 import torch
 import yaml
 
-from awac_robot.train.awac import ALGOS, UpdateConfig
+from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, UpdateConfig
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
+
+EXPLORE_MEANS = ("actor", "policy")
+HANDOVERS = ("last", "best")
 
 
 class ConfigError(ValueError):
@@ -66,6 +69,9 @@ class TrainConfig:
     # at 0.3 the weights' effective sample size collapsed to ~1.5 of 256 and eval success went 70% (offline) ->
     # 100% (25k online) -> 20% (50k); at 1.0 it stayed ~20-200 and went 80% -> 100% (15k) -> 70% (50k).
     awr_lambda: float = 1.0
+    # "none": the paper's A / lambda; "batch_std": A / (lambda * std(A) in the batch), a temperature that does
+    # not depend on the scale of Q. Measurements: docs/benchmarks.md.
+    advantage_scale: str = "none"
     # Paper: 1024. Compared per wall-clock second on door (one thread each, same store and samples): offline
     # (bench/batch.py) 1024 reached 100% at 96 s and held it, 256 reached 100% at 76 s and sagged to 80% by
     # 25k updates; online (bench/learning.py, 1024: 2 seeds) both hover at 86-100% from ~500 s on, but 256 runs
@@ -83,6 +89,16 @@ class TrainConfig:
     # offline run on door (eval every 1k online steps, 20 episodes): actor 75 95 90 85 80 95 70 90 90 45%,
     # average 85 90 95 90 100 80 100 90 85 100%. null = the actor itself, as in the paper.
     policy_average: float | None = 0.005
+    # The mean the online exploration samples around: "actor" (the paper's: the actor being trained) or "policy"
+    # (the evaluated policy: the averaged actor when policy_average is set), always with the actor's learned std.
+    explore_mean: str = "actor"
+    # Multiples of the actor's std the exploration noise is drawn with, one per online episode in turn (episode i
+    # uses explore_noise[i % len]): (1.0,) is the paper's. A ladder such as (1.0, 0.3, 0.1, 0.0) is Ape-X's answer
+    # to not knowing how much noise a task tolerates (Horgan et al. 2018: a different epsilon per actor).
+    explore_noise: tuple[float, ...] = (1.0,)
+    # The offline weights the online phase starts from: "last" (after offline_steps updates, the paper's) or
+    # "best" (the learner as it was at the offline evaluation with the highest success, earliest of equals).
+    handover: str = "last"
 
     # data: the store sources pretrained on (train/sources.py); default every demonstration, no online episodes
     sources: tuple[str, ...] = DEMONSTRATIONS
@@ -129,6 +145,15 @@ class TrainConfig:
         self._require(0 < self.discount <= 1, "discount", "must be in (0, 1]")
         self._require(0 < self.target_tau <= 1, "target_tau", "must be in (0, 1]")
         self._require(self.awr_lambda > 0, "awr_lambda", "must be > 0")
+        self._require(self.advantage_scale in ADVANTAGE_SCALES, "advantage_scale", f"must be one of {ADVANTAGE_SCALES}")
+        self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
+        noise = self.explore_noise
+        self._require(
+            len(noise) > 0 and all(math.isfinite(x) and 0 <= x <= 10 for x in noise),
+            "explore_noise",
+            "needs one or more finite multiples in [0, 10]",
+        )
+        self._require(self.handover in HANDOVERS, "handover", f"must be one of {HANDOVERS}")
         self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")
         self._require(token_problem(self.sources) is None, "sources", str(token_problem(self.sources)))
@@ -158,6 +183,7 @@ class TrainConfig:
             reward_scale=self.reward_scale,
             reward_offset=self.reward_offset,
             policy_average=self.policy_average,
+            advantage_scale=self.advantage_scale,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ the updates and env steps of an uninterrupted run, and on the same machine the s
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 import uuid
@@ -140,6 +141,8 @@ class Trainer:
             raise
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
+        #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
+        self.offline_best: dict[str, Any] | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
@@ -220,6 +223,7 @@ class Trainer:
         self.replay.generator.set_state(state["replay_rng"])
         self.explore_rng.set_state(state["explore_rng"])
         self.last_eval = dict(state.get("eval") or {})
+        self.offline_best = state.get("offline_best")
         self.last_checkpoint = Path(state["path"])
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         redo, c = self._redo, self.counters
@@ -265,6 +269,8 @@ class Trainer:
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
         }
+        if self.offline_best is not None and not self.counters.offline_done:
+            state["offline_best"] = self.offline_best
         self.last_checkpoint = save_checkpoint(
             self.run_dir, self.counters.updates, state, keep=self.config.keep_checkpoints
         )
@@ -317,6 +323,9 @@ class Trainer:
             self.best_success = result["success_rate"]
             best = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "run_id": self.run_id}
             save_best(self.run_dir, best, self.learner.policy, asdict(self.counters), self.last_eval)
+        best_offline = self.offline_best["eval"]["success_rate"] if self.offline_best else -1.0
+        if phase == "offline" and self.config.handover == "best" and result["success_rate"] > best_offline:
+            self.offline_best = {"eval": self.last_eval, "learner": copy.deepcopy(self.learner.state_dict())}
         self.record(
             {
                 "phase": phase,
@@ -333,9 +342,14 @@ class Trainer:
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> np.ndarray:
-        """The online action: a sample from the current actor, drawn from the checkpointed exploration generator."""
-        actor = self.learner.actor
-        return actor.sample(actor(torch.from_numpy(obs)[None]), self.explore_rng)[0].numpy()
+        """The online action: the actor's noise around `explore_mean`, drawn from the checkpointed generator.
+
+        The noise is drawn even at scale 0, so the generator moves the same way whatever the scale.
+        """
+        cfg, actor = self.config, self.learner.actor
+        source = self.learner.policy if cfg.explore_mean == "policy" else actor
+        scale = cfg.explore_noise[self.counters.online_episodes % len(cfg.explore_noise)]
+        return actor.sample(source(torch.from_numpy(obs)[None]), self.explore_rng, scale)[0].numpy()
 
     # -- the phases ----------------------------------------------------------------------------
 
@@ -369,9 +383,38 @@ class Trainer:
                 bar.update(c.updates - bar.n)
                 bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
         bar.close()
-        self.run_eval("offline", eval_env)  # the offline start of the finetuning curve
+        self.run_eval("offline", eval_env)
+        self.hand_over()
         c.offline_done = True
         self.checkpoint()
+
+    def hand_over(self) -> None:
+        """With `handover: best`, go back to the learner of the best offline evaluation; it starts the online phase.
+
+        Offline success often peaks before the last update; the evaluation being deterministic on
+        fixed seeds, the restored learner's evaluation is the one recorded then, and it is logged
+        again as the offline start of the finetuning curve.
+        """
+        best = self.offline_best
+        if best is None or best["eval"]["updates"] == self.counters.updates:
+            return
+        self.learner.load_state_dict(best["learner"])
+        self.learner.updates = self.counters.updates
+        self.last_eval = dict(best["eval"])
+        self.log.write({"event": "handover", "from_updates": best["eval"]["updates"], "updates": self.counters.updates})
+        self.record(
+            {
+                "phase": "offline",
+                "updates": self.counters.updates,
+                "env_steps": self.counters.env_steps,
+                "eval_success": best["eval"]["success_rate"],
+                "eval_return": best["eval"]["return"],
+                "eval_episodes": best["eval"]["episodes"],
+                "handover_from": best["eval"]["updates"],
+                "time": time.time(),
+            }
+        )
+        self.offline_best = None
 
     def online_phase(self, eval_env: Any) -> None:
         cfg, c = self.config, self.counters

@@ -80,12 +80,15 @@ class GaussianActor(nn.Module):
         z = (action - mean) * torch.exp(-log_std)
         return -0.5 * (z * z).sum(-1) - log_std.sum() - 0.5 * LOG_2PI * mean.shape[-1]
 
-    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.perturb(mean, torch.randn(mean.shape, generator=generator, dtype=mean.dtype))
+    def sample(
+        self, mean: torch.Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
+    ) -> torch.Tensor:
+        """An action around `mean` with the learned std times `noise_scale`, clipped to the action bounds."""
+        return self.perturb(mean, torch.randn(mean.shape, generator=generator, dtype=mean.dtype), noise_scale)
 
-    def perturb(self, mean: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """`sample` with its standard normal noise given: mean + noise * std, clipped to the action box."""
-        return (mean + noise * self.clamped_log_std().exp()).clamp(-1.0, 1.0)
+    def perturb(self, mean: torch.Tensor, noise: torch.Tensor, noise_scale: float = 1.0) -> torch.Tensor:
+        """`sample` with its standard normal noise given."""
+        return (mean + noise * (self.clamped_log_std().exp() * noise_scale)).clamp(-1.0, 1.0)
 
 
 class CriticEnsemble(nn.Module):

@@ -1,0 +1,74 @@
+"""Online phases forked from one offline checkpoint, to compare online settings on equal footing.
+
+Usage: .venv/bin/python bench/fork.py RUN_CHECKPOINT STORE OUT [--set KEY=YAML ...] [--online-steps N]
+
+The learning issue asks what happens in the first few thousand online updates. A full suite run
+spends most of its time on the 25k offline updates, which are the same for every online setting;
+a fork starts the online phase from an offline-end checkpoint (`counters.offline_done`) with some
+config keys replaced (`--set explore_noise=[0.1] --set eval_interval=1000`), on a fresh copy of
+the scenario's cached store, through the product's own `finetune --resume`. Only keys that act
+online make sense here (the checkpoint's networks, optimizer and RNGs are kept as they were).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from awac_robot.train.checkpoint import read_checkpoint, save_checkpoint
+from awac_robot.train.config import from_dict, save_config
+from awac_robot.train.runlog import METRICS, RunLog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fork(checkpoint: Path, store: Path, out: Path, changes: dict[str, object]) -> list[str]:
+    """Write OUT as a run stopped at the checkpoint with `changes` in its config; returns the resume command."""
+    state = read_checkpoint(checkpoint)
+    if not state["counters"]["offline_done"]:
+        sys.exit(f"fork: {checkpoint} is not at the end of an offline phase (offline_done is false)")
+    if out.exists():
+        sys.exit(f"fork: {out} exists; choose another OUT")
+    config = from_dict({**state["config"], **changes}, "--set")
+    state["config"] = config.to_dict()
+    if config.offline_steps > state["counters"]["updates"]:  # a longer offline phase: continue it instead
+        state["counters"]["offline_done"] = False
+    state.pop("path")
+    state.pop("format")
+    updates = state["counters"]["updates"]
+    save_checkpoint(out, updates, state, keep=1)
+    save_config(config, out / "config.yaml")
+    source = Path(checkpoint).resolve().parent.parent / METRICS
+    rows = [r for r in RunLog(source.parent).rows() if r.get("updates", 0) <= updates] if source.exists() else []
+    (out / METRICS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    shutil.copytree(store, out / "store.zarr")
+    exe = Path(sys.executable).parent / "awac-robot"
+    return [str(exe), "finetune", "--task", config.task, "--out", str(out), "--resume"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("store", type=Path, help="the scenario's store as the run began (its cached copy)")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="a config key to replace")
+    parser.add_argument("--online-steps", type=int, default=5000)
+    args = parser.parse_args()
+    changes: dict[str, object] = {"online_steps": args.online_steps}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        changes[key] = yaml.safe_load(value)
+    command = fork(args.checkpoint, args.store, args.out, changes)
+    command += ["--store", str(args.out / "store.zarr"), "--no-progress"]
+    print("fork:", " ".join(command), flush=True)
+    raise SystemExit(subprocess.call(command, cwd=ROOT))
+
+
+if __name__ == "__main__":
+    main()
