@@ -1,9 +1,11 @@
-"""Tiny training runs for the trainer tests: a config that trains in seconds, and the command line."""
+"""Tiny training runs for the trainer tests: a config that trains in seconds, the command line, one thread."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 TINY = {
@@ -32,3 +34,12 @@ def finetune_args(
         "finetune", "--task", task, "--store", str(store), "--config", str(config), "--out", str(out),
         "--offline-steps", str(offline), "--online-steps", str(online), "--seed", str(seed), "--no-progress", *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread and lose a lot when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
