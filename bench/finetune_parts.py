@@ -83,7 +83,7 @@ def main() -> None:
     threads = setup_torch(config)
     print(f"torch {torch.__version__}, {threads} learner threads, load average before: {os.getloadavg()[0]:.2f}")
 
-    rate = measure(config, config.batch_size, args.seconds)
+    rate, _, _ = measure(config, config.batch_size, args.seconds)
     step, episodes = explore_step_seconds(config, args.steps)
     env = make_env(config.task)
     start = time.perf_counter()

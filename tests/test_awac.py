@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytestmark
 
 from awac_robot.spec import TaskSpec
 from awac_robot.train.awac import Batch, NonFiniteError, advantage_weights
@@ -15,16 +16,8 @@ from awac_robot.train.networks import CriticEnsemble
 from awac_robot.train.replay import Replay
 
 OBS, ACT = 3, 2
+pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = TrainConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), batch_size=64, threads=1, lr=1e-3, awr_lambda=0.3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread and lose a lot when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def toy_spec() -> TaskSpec:

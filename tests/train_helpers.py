@@ -1,4 +1,5 @@
-"""Tiny training runs for the trainer tests: a config that trains in seconds, the command line, its processes."""
+"""Tiny training runs for the trainer tests: a config that trains in seconds, the command line, one thread,
+the run's processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from awac_robot.train.runlog import RunLog
@@ -82,3 +85,12 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str, s
         assert proc.poll() is None, f"the run ended before {what}"
         assert time.monotonic() < deadline, f"no {what} within {seconds} s"
         time.sleep(0.05)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread and lose a lot when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

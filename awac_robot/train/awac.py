@@ -74,7 +74,9 @@ class NonFiniteError(RuntimeError):
 class AWACLearner:
     """Owns the networks, the target critics and the optimizer; `update` does one gradient step."""
 
-    def __init__(self, actor: GaussianActor, critic: CriticEnsemble, config: UpdateConfig, seed: int = 0) -> None:
+    def __init__(
+        self, actor: GaussianActor, critic: CriticEnsemble, config: UpdateConfig, seed: int = 0, compile: bool = False
+    ) -> None:
         if config.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
         if config.advantage_scale not in ADVANTAGE_SCALES:
@@ -97,67 +99,83 @@ class AWACLearner:
         self._policy_params = list(self.policy.parameters())
         self.generator = torch.Generator().manual_seed(seed)  # the policy samples inside the update
         self.updates = 0
+        # The same losses, with torch.compile fusing their elementwise work into few kernels (TrainConfig.compile).
+        self._losses = torch.compile(self.losses, fullgraph=True, dynamic=False) if compile else self.losses
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step; returns detached scalar statistics for logging."""
-        cfg = self.config
-        mean = self.actor(batch.obs)
-        log_prob = self.actor.log_prob(mean, batch.action)
-        stats: dict[str, torch.Tensor] = {}
-
-        if cfg.algo == "bc":
-            actor_loss = -log_prob.mean()
-            loss = actor_loss
-        else:
-            with torch.no_grad():
-                # Bellman target from the target critics at a' ~ pi(.|s').
-                next_action = self.actor.sample(self.actor(batch.next_obs), self.generator)
-                next_q = self.target_critic(batch.next_obs, next_action).min(0).values
-                reward = batch.reward * cfg.reward_scale + cfg.reward_offset
-                target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
-
-            obs_proj = self.critic.project_obs(batch.obs)
-            q = self.critic.from_projection(obs_proj, batch.action)  # (members, batch)
-            critic_loss = ((q - target) ** 2).mean(1).sum()
-
-            with torch.no_grad():
-                # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
-                pi_action = self.actor.sample(mean.detach(), self.generator)
-                value = self.critic.from_projection(obs_proj.detach(), pi_action).min(0).values
-                advantage = q.detach().min(0).values - value
-                weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale)
-
-            actor_loss = -(log_prob * weights).mean()
-            loss = actor_loss + critic_loss
-            stats.update(
-                critic_loss=critic_loss.detach(),
-                q_mean=q.detach().mean(),
-                q_min=q.detach().min(),
-                q_max=q.detach().max(),
-                target_mean=target.mean(),
-                adv_mean=advantage.mean(),
-                adv_std=advantage.std(),
-                weight_max=weights.max(),
-                weight_ess=weights.sum() ** 2 / (weights * weights).sum(),
-            )
-
+        # The policy noise is drawn here, in the order the losses use it (a' at s' first, then a_pi at s).
+        noise = (self._noise(batch.action), self._noise(batch.action)) if self.config.algo == "awac" else None
+        loss, stats = self._losses(batch, noise)
         if not torch.isfinite(loss):
             raise NonFiniteError(
-                f"non-finite loss at update {self.updates + 1} (actor {actor_loss.item():.4g}, total {loss.item():.4g})"
+                f"non-finite loss at update {self.updates + 1} "
+                f"(actor {stats['actor_loss'].item():.4g}, total {loss.item():.4g})"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if cfg.algo == "awac":
-            with torch.no_grad():
-                torch._foreach_lerp_(self._target_params, self._critic_params, cfg.target_tau)
-        if cfg.policy_average is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(self._policy_params, self._actor_params, cfg.policy_average)
+        with torch.no_grad():
+            if self.config.algo == "awac":
+                torch._foreach_lerp_(self._target_params, self._critic_params, self.config.target_tau)
+            if self.config.policy_average is not None:
+                torch._foreach_lerp_(self._policy_params, self._actor_params, self.config.policy_average)
         self.updates += 1
-        stats.update(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
-        stats["log_std"] = self.actor.clamped_log_std().detach().mean()
-        return stats
+        with torch.no_grad():
+            return {**stats, "log_std": self.actor.clamped_log_std().mean()}  # after the step, as it is now
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype)
+
+    def losses(
+        self, batch: Batch, noise: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed loss of one update and its statistics; `noise`: the policy's standard normal draws (AWAC)."""
+        cfg, actor, critic = self.config, self.actor, self.critic
+        mean = actor(batch.obs)
+        log_prob = actor.log_prob(mean, batch.action)
+        if noise is None:  # behaviour cloning
+            actor_loss = -log_prob.mean()
+            return actor_loss, self._actor_stats(actor_loss, log_prob)
+        next_noise, pi_noise = noise
+
+        with torch.no_grad():
+            # Bellman target from the target critics at a' ~ pi(.|s').
+            next_action = actor.perturb(actor(batch.next_obs), next_noise)
+            next_q = self.target_critic(batch.next_obs, next_action).amin(0)
+            reward = batch.reward * cfg.reward_scale + cfg.reward_offset
+            target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+
+        obs_proj = critic.project_obs(batch.obs)
+        q = critic.from_projection(obs_proj, batch.action)  # (members, batch)
+        critic_loss = ((q - target) ** 2).mean(1).sum()
+
+        with torch.no_grad():
+            # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
+            value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
+            q = q.detach()
+            advantage = q.amin(0) - value
+            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale)
+
+        actor_loss = -(log_prob * weights).mean()
+        with torch.no_grad():
+            q_min, q_max = torch.aminmax(q)
+            adv_std, adv_mean = torch.std_mean(advantage)
+            stats = dict(
+                critic_loss=critic_loss.detach(),
+                q_mean=q.mean(),
+                q_min=q_min,
+                q_max=q_max,
+                target_mean=target.mean(),
+                adv_mean=adv_mean,
+                adv_std=adv_std,
+                weight_max=weights.max(),
+                weight_ess=weights.sum().square() / weights.dot(weights),
+            )
+        return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob)}
+
+    def _actor_stats(self, actor_loss: torch.Tensor, log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
 
     def state_dict(self) -> dict:
         return {

@@ -30,4 +30,4 @@ def build_learner(config: TrainConfig, spec: TaskSpec, offline_obs: torch.Tensor
     if offline_obs is not None and offline_obs.shape[0] > 1:
         actor.normalizer.fit(offline_obs)
         critic.normalizer.fit(offline_obs)
-    return AWACLearner(actor, critic, config.update_config(), seed=config.seed + 1)
+    return AWACLearner(actor, critic, config.update_config(), seed=config.seed + 1, compile=config.compile)

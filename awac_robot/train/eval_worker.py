@@ -107,7 +107,7 @@ class EvalWorker:
 def serve(conn: Connection, config_data: dict[str, Any], spec_data: dict[str, Any], reward_mode: str) -> None:
     """The worker: one env and one policy network, reused for every request."""
     config = from_dict(config_data, "the evaluation worker's config")
-    setup_torch(config.replace(threads=1))
+    setup_torch(config.replace(threads=1, compile=False))  # a worker runs no update: nothing to compile
     env = make_env(config.task, reward=reward_mode)
     policy = build_actor(config, TaskSpec.from_dict(spec_data)).requires_grad_(False)
     while (request := conn.recv()) is not STOP:

@@ -178,7 +178,7 @@ def serve(
 ) -> None:
     """The worker: the exploration env, copies of the networks refreshed from shared memory before every action."""
     config = from_dict(config_data, "the exploration worker's config")
-    setup_torch(config.replace(threads=1))
+    setup_torch(config.replace(threads=1, compile=False))  # a worker runs no update: nothing to compile
     env = make_env(config.task, reward=reward_mode)
     spec = TaskSpec.from_dict(spec_data)
     networks = {name: build_actor(config, spec).requires_grad_(False) for name in shared}

@@ -3,7 +3,8 @@
 The critics are one module holding every member's weights stacked along a leading
 "member" axis, so a forward pass for the whole ensemble is one batched matmul per layer
 (torch.baddbmm) instead of one small matmul per network: on two cores the per-call
-overhead of many small matmuls costs more than the arithmetic.
+overhead of many small matmuls costs more than the arithmetic. The one-column output
+layer is the exception (see `CriticEnsemble.from_projection`).
 
 Both networks see observations normalised by statistics of the offline data, held as
 buffers so they travel with the weights into checkpoints and the exported policy.
@@ -83,7 +84,10 @@ class GaussianActor(nn.Module):
         self, mean: torch.Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
     ) -> torch.Tensor:
         """An action around `mean` with the learned std times `noise_scale`, clipped to the action bounds."""
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return self.perturb(mean, torch.randn(mean.shape, generator=generator, dtype=mean.dtype), noise_scale)
+
+    def perturb(self, mean: torch.Tensor, noise: torch.Tensor, noise_scale: float = 1.0) -> torch.Tensor:
+        """`sample` with its standard normal noise given."""
         return (mean + noise * (self.clamped_log_std().exp() * noise_scale)).clamp(-1.0, 1.0)
 
 
@@ -132,11 +136,15 @@ class CriticEnsemble(nn.Module):
     def from_projection(self, obs_proj: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         # Activations stay contiguous (members, batch, hidden): no transposes, so no hidden copies.
         x = torch.baddbmm(obs_proj, action.expand(self.members, *action.shape), self.w_act)
-        for w, b in zip(self.weights, self.biases, strict=True):
-            if self.layer_norm:
-                x = F.layer_norm(x, x.shape[-1:])
-            x = torch.baddbmm(b, F.relu(x), w)
-        return x.squeeze(-1)
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            x = torch.baddbmm(b, self._activation(x), w)
+        # The output layer has one column: as a product and row sum it is the same dot product, but a
+        # batched matmul with a single output column runs several times slower here (docs/benchmarks.md).
+        w_out, b_out = self.weights[-1], self.biases[-1]
+        return (self._activation(x) * w_out.transpose(1, 2)).sum(-1) + b_out.squeeze(-1)
+
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.layer_norm(x, x.shape[-1:]) if self.layer_norm else x)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.from_projection(self.project_obs(obs), action)
