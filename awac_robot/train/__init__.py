@@ -9,5 +9,8 @@ else runs is worse than giving up ~35% on an idle machine, so the default is `th
 set `threads: 0` (every core) on a machine dedicated to training. Measured again on
 2026-12-01 beside other helpers' runs (load 4.3-5.1, batch 256): 1 thread 78-81 updates/s, 2
 threads 2.4-6.7 with spinning and 54-56 with OMP_WAIT_POLICY=PASSIVE (docs/benchmarks.md,
-"Speed of the update").
+"Speed of the update"). The run's own evaluation worker counts as "anything else" too: beside it 2
+threads ran 4.4 updates/s and 1 thread 30 (load ~5; docs/benchmarks.md, "Wall time of a
+finetune"), so the update keeps one core and the evaluation and exploration workers
+(train/eval_worker.py, train/explorer.py) use the other.
 """

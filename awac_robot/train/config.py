@@ -38,7 +38,8 @@ class TrainConfig:
     seed: int = 0
     # torch intra-op threads (0 = every core). One, because libgomp's spin-waiting threads collapse when any
     # other process wants a core: bench/updates.py at batch 256 beside one busy process ran 2.2 updates/s with
-    # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. See train/__init__.py.
+    # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. The run's evaluation and
+    # exploration workers take the second core. See train/__init__.py.
     threads: int = 1
     # torch.compile the update's losses (forward and backward; the same maths): ~20% less CPU per update at one
     # thread here. Off by default because it needs a C++ compiler and the Python headers, and compiling costs
