@@ -1,8 +1,7 @@
 """The trainer's worker processes: exact evaluation, the explorer's timing rule, failing loudly.
 
 Real spawned worker processes, real reach envs, real `awac-robot finetune` subprocesses
-whose workers are killed with real signals. That workers die with a SIGKILLed trainer is
-checked where trainers are SIGKILLed anyway (tests/test_resume.py).
+whose workers, or the trainer itself, are killed with real signals.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, finetune_args, wait_for, worker_pids, write_config
+from train_helpers import TINY, assert_gone_soon, finetune_args, processes_of, wait_for, worker_pids, write_config
 
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.envs import get_spec, make_env
@@ -146,3 +145,20 @@ def test_a_worker_killed_mid_run_stops_the_run_with_one_line(demos: Path, tmp_pa
     assert error.count("\n") == 1
     assert f"error: the {name} worker (pid {pid}) was killed by signal 9; " in error and "--resume" in error
     assert online_episodes(store) < 100  # it stopped there, not at the end of the run
+
+
+def test_a_sigkilled_trainer_takes_its_workers_with_it_even_a_stopped_one(demos: Path, tmp_path: Path) -> None:
+    proc, store, out = start_run(demos, tmp_path, online=5000)
+    try:
+        wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
+        pids = worker_pids(out)
+        children = processes_of(proc.pid)  # the workers and whatever else multiprocessing started
+        assert set(pids) == {"evaluation", "exploration"} and set(pids.values()) <= children
+        os.kill(pids["evaluation"], signal.SIGSTOP)  # a stuck worker: it would handle no SIGTERM now
+        proc.send_signal(signal.SIGKILL)  # no cleanup of the trainer's runs: only the kernel can end them
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert_gone_soon(children)
