@@ -37,7 +37,8 @@ class TrainConfig:
     algo: str = "awac"  # "awac" or "bc" (behaviour cloning on the same actor: the baseline)
     seed: int = 0
     # torch intra-op threads (0 = every core). One, because libgomp's spin-waiting threads fall off a cliff
-    # whenever another process wants a core (docs/defaults.md has the figures for this and every field below).
+    # whenever another process wants a core, and the run's evaluation and exploration workers take the second
+    # core (docs/defaults.md has the figures for this and every field below).
     threads: int = 1
     # torch.compile the update's losses (forward and backward; the same maths). Off by default because it needs
     # a C++ compiler and the Python headers, and compiling costs more than a short run saves.
