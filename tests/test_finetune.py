@@ -107,11 +107,25 @@ def test_seeded_runs_are_reproducible(base_store: Path, tmp_path: Path) -> None:
         state = read_checkpoint(out)
         with DemoStore.open(store) as reopened:
             online = reopened.load_transitions([f"online:{state['run_id']}"])
-        finals.append((state["learner"]["actor"], online.action))
-    (actor_a, actions_a), (actor_b, actions_b) = finals
+        finals.append((state["learner"]["actor"], online.action, logged_figures(out)))
+    (actor_a, actions_a, figures_a), (actor_b, actions_b, figures_b) = finals
     for key in actor_a:
         torch.testing.assert_close(actor_a[key], actor_b[key], rtol=0, atol=0)
     np.testing.assert_array_equal(actions_a, actions_b)
+    evaluations, losses = figures_a
+    assert [r["phase"] for r in evaluations] == ["offline", "online"] and losses  # both phases were scored
+    assert figures_b == figures_a  # every loss and evaluation figure, to the last digit
+
+
+def logged_figures(out: Path) -> tuple[list[dict], list[dict]]:
+    """A run's evaluation rows and loss rows, without what depends on the clock.
+
+    Evaluation rows are written when the worker's result comes back, so their place among the
+    loss rows may vary from run to run; each kind keeps its own order.
+    """
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    figures = [{k: v for k, v in r.items() if k not in ("time", "updates_per_s")} for r in rows if "phase" in r]
+    return [r for r in figures if "eval_success" in r], [r for r in figures if "eval_success" not in r]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store: Path, tmp_path: Path, capsys) -> None:

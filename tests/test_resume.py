@@ -6,6 +6,8 @@ reach expert, real checkpoint files cut short or flipped on disk.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import struct
@@ -13,12 +15,13 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import finetune_args, write_config
+from train_helpers import assert_gone_soon, finetune_args, processes_of, wait_for, worker_pids, write_config
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
@@ -60,20 +63,51 @@ def online_episodes(store: Path) -> int:
         return reader.num_episodes - DEMOS
 
 
-def kill_when(args: list[str], store: Path, episodes: int) -> None:
-    """Run the CLI in a subprocess and SIGKILL it once the store holds `episodes` online episodes."""
+def kill_when(
+    args: list[str], store: Path, episodes: int, meanwhile: Callable[[subprocess.Popen], None] | None = None
+) -> None:
+    """Run the CLI in a subprocess and SIGKILL it once the store holds `episodes` online episodes.
+
+    `meanwhile` acts on the running process first. Its worker processes (and any other
+    child) must be gone within seconds of the kill: none outlives it.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "awac_robot", *args], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 180
-        while online_episodes(store) < episodes:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, f"{episodes} online episodes did not reach the store in time"
-            time.sleep(0.05)
+        if meanwhile is not None:
+            meanwhile(proc)
+        wait_for(lambda: online_episodes(store) >= episodes, proc, f"{episodes} online episodes in the store")
+        children = processes_of(proc.pid)
+        assert len(children) >= 2  # the evaluation and exploration workers at least
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL, "the run ended before the kill landed"
+        assert_gone_soon(children)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def evaluation_back_after_its_checkpoint(out: Path, updates: int) -> Callable[[subprocess.Popen], None]:
+    """Hold the evaluation worker (SIGSTOP) until the checkpoint at `updates` holds its evaluation as outstanding.
+
+    Then let it go and wait until the trainer has logged that evaluation: a kill now leaves a
+    logged result that the checkpoint does not know about, the case a resume must not count twice.
+    """
+
+    def hold_and_release(proc: subprocess.Popen) -> None:
+        wait_for(lambda: "evaluation" in worker_pids(out), proc, "the evaluation worker")
+        worker = worker_pids(out)["evaluation"]
+        os.kill(worker, signal.SIGSTOP)  # still starting up: it has answered nothing yet
+        checkpoint = out / "checkpoints" / f"ckpt_{updates:09d}.pt"
+        wait_for(checkpoint.exists, proc, f"checkpoint {checkpoint.name}")
+        assert [r["counters"]["updates"] for r in read_checkpoint(checkpoint)["evals_outstanding"]] == [updates]
+        os.kill(worker, signal.SIGCONT)
+        wait_for(lambda: updates in [r["updates"] for r in evaluation_rows(out)], proc, "the late evaluation logged")
+
+    return hold_and_release
+
+
+def evaluation_rows(out: Path) -> list[dict]:
+    return [r for r in RunLog(out).rows() if "eval_success" in r]
 
 
 def final_state(out: Path, store: Path) -> tuple[dict, np.ndarray]:
@@ -91,13 +125,16 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
     demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = config_file(tmp_path, checkpoint_interval=200)
-    offline, online = 50, 500  # 10 episodes; online checkpoints after episodes 4 and 8
+    offline, online = 50, 1000  # 20 episodes; online checkpoints after episodes 4, 8, 12 and 16
     whole_store, whole = copy_store(demos, tmp_path / "whole.zarr"), tmp_path / "whole"
     assert main(finetune(whole_store, whole, config, offline, online)) == 0
 
     store, out = copy_store(demos, tmp_path / "killed.zarr"), tmp_path / "killed"
-    kill_when(finetune(store, out, config, offline, online), store, episodes=2)  # newest checkpoint: offline end
-    kill_when(resume(out, "--store", str(store)), store, episodes=6)  # newest checkpoint: after episode 4
+    late = evaluation_back_after_its_checkpoint(out, offline)
+    kill_when(finetune(store, out, config, offline, online), store, 2, late)  # newest checkpoint: offline end
+    # The first run went on while the late evaluation came back, so it may have stored more than 2 episodes:
+    # kill the second once it has stored 2 of its own (and at least 6 in all), past its checkpoint after episode 4.
+    kill_when(resume(out, "--store", str(store)), store, episodes=max(6, online_episodes(store) + 2))
     capsys.readouterr()
     assert main(resume(out, "--store", str(store))) == 0
     printed = capsys.readouterr().out
@@ -111,22 +148,26 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
         == {
             "updates": offline + online,
             "env_steps": online,
-            "online_episodes": 10,
+            "online_episodes": 20,
             "offline_done": True,
         }
     )
     for key, weights in a["learner"]["actor"].items():
         torch.testing.assert_close(b["learner"]["actor"][key], weights, rtol=0, atol=0)
-    np.testing.assert_array_equal(actions_b, actions_a)  # the same 500 exploration actions, none lost or repeated
+    np.testing.assert_array_equal(actions_b, actions_a)  # the same 1000 exploration actions, none lost or repeated
 
     rows = RunLog(out).rows()
     resumes = [r for r in rows if r.get("event") == "resume"]
     redos = [r for r in rows if r.get("event") == "redo"]
     assert len(resumes) == 2 and resumes[0]["checkpoint"] == f"ckpt_{offline:09d}.pt"
+    assert resumes[0]["redo_evals"] == [offline]  # the second kill may or may not find one outstanding
+    assert offline not in resumes[1]["redo_evals"]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in logged if "eval_success" in r].count(offline) == 2  # logged, killed, redone ...
     assert resumes[0]["redo_episodes"] >= 2  # everything the killed process had stored
     assert [r["env_steps"] for r in redos] == [50 * r["redo_episodes"] for r in resumes if r["redo_episodes"]]
     assert all(r["actions_reproduced"] == r["env_steps"] for r in redos)  # the redo drew the actions it had taken
-    assert evaluations(rows) == evaluations(RunLog(whole).rows())  # redone rows replace the ones they redo
+    assert evaluations(rows) == evaluations(RunLog(whole).rows())  # ... and counted once: redone rows replace theirs
 
 
 def test_a_second_run_pretrains_on_demonstrations_only_unless_asked(

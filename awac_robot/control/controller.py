@@ -34,11 +34,12 @@ from awac_robot.control.channels import (
 )
 from awac_robot.control.limits import DeployConfig, check_config
 from awac_robot.control.robot import RobotInterface, ShmRobot
-from awac_robot.control.rt import die_with_parent, next_boundary, set_realtime, sleep_until
+from awac_robot.control.rt import next_boundary, set_realtime, sleep_until
 from awac_robot.control.runlog import RunLog, controller_columns
 from awac_robot.control.safety import EVENTS, HOLD, compile_limits, filter_action, hold_command, stop_reasons
 from awac_robot.envs import get_spec
 from awac_robot.onnx_policy import OnnxPolicy
+from awac_robot.processes import die_with_parent
 
 #: the supervisor's status display is refreshed from a slot written this often (seconds)
 STATUS_EVERY = 0.02

@@ -35,10 +35,11 @@ from awac_robot.control.channels import (
     obs_layout,
 )
 from awac_robot.control.limits import DeployConfig, check_config, motion_dims
-from awac_robot.control.rt import die_with_parent, next_boundary, set_realtime, sleep_until
+from awac_robot.control.rt import next_boundary, set_realtime, sleep_until
 from awac_robot.control.runlog import Columns, RunLog
 from awac_robot.control.watchdog import HOLD_REASONS, SUPERVISOR, RobotGuard
 from awac_robot.envs import TaskEnv, get_spec, make_env
+from awac_robot.processes import die_with_parent
 from awac_robot.spec import TaskSpec
 
 

@@ -1,4 +1,4 @@
-"""Real-time helpers shared by the robot and controller processes: absolute-deadline sleeping, dying with the parent.
+"""Real-time helpers shared by the robot and controller processes: absolute-deadline sleeping, real-time priority.
 
 Sleeping to absolute deadlines (boundary k = start + k * period) keeps a loop from drifting;
 after an overrun the next boundary is the first one still ahead, so a late loop skips
@@ -7,13 +7,9 @@ periods instead of bursting to catch up.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import signal
 import time
-
-_PR_SET_PDEATHSIG = 1
 
 
 def next_boundary(boundary: float, period: float, now: float) -> tuple[float, int]:
@@ -32,21 +28,6 @@ def sleep_until(deadline: float, spin: float) -> None:
         time.sleep(remaining)
     while time.perf_counter() < deadline:
         pass
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM this process when its parent dies (prctl PR_SET_PDEATHSIG).
-
-    The loops also compare os.getppid() with `parent_pid` every period, which covers the
-    race where the parent died before this call and any system without prctl.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def set_realtime(priority: int) -> str:

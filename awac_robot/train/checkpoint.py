@@ -2,7 +2,8 @@
 
 A checkpoint is one `torch.save` file `checkpoints/ckpt_<updates>.pt` holding the config,
 the task spec, the learner (networks, target critics, optimizer, its RNG), the replay
-sampler's RNG, the exploration RNG, the counters and the latest evaluation. It is written
+sampler's RNG, the exploration RNG, the counters, the latest evaluation and the evaluations
+still outstanding at the evaluation worker (with their policy snapshots). It is written
 to a temporary name and moved into place with `os.replace`, which is atomic on POSIX: a
 reader sees the old file or the new one, never half of one. Only plain tensors, numbers
 and strings are stored, so loading uses `weights_only=True` and never runs pickled code.
@@ -58,10 +59,14 @@ def save_checkpoint(run_dir: Path, updates: int, state: dict[str, Any], keep: in
 
 
 def save_best(
-    run_dir: Path, run: dict[str, Any], policy: torch.nn.Module, counters: dict[str, Any], evaluation: dict[str, Any]
+    run_dir: Path,
+    run: dict[str, Any],
+    policy: dict[str, torch.Tensor],
+    counters: dict[str, Any],
+    evaluation: dict[str, Any],
 ) -> Path:
-    """Write best.pt: `run` (config, spec, run_id) and the evaluated policy's weights with its counters and eval."""
-    state = {**run, "counters": counters, "learner": {"policy": policy.state_dict()}, "eval": evaluation}
+    """Write best.pt: `run` (config, spec, run_id) and the evaluated policy's state with its counters and eval."""
+    state = {**run, "counters": counters, "learner": {"policy": policy}, "eval": evaluation}
     return _save(Path(run_dir) / CHECKPOINT_DIR / BEST, state)
 
 

@@ -1,8 +1,8 @@
 """Training configuration: one dataclass, loaded from YAML with every key checked.
 
 Defaults follow the AWAC paper's code for the dexterous hand tasks except where a measured
-reason on this CPU says otherwise (each such field's comment says why). A typo in a YAML key
-is an error, never a silently ignored setting.
+reason on this CPU says otherwise (each such field's comment says why; docs/defaults.md has the
+measurements). A typo in a YAML key is an error, never a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -36,24 +36,20 @@ class TrainConfig:
     task: str = "door"
     algo: str = "awac"  # "awac" or "bc" (behaviour cloning on the same actor: the baseline)
     seed: int = 0
-    # torch intra-op threads (0 = every core). One, because libgomp's spin-waiting threads collapse when any
-    # other process wants a core: bench/updates.py at batch 256 beside one busy process ran 2.2 updates/s with
-    # 2 threads and 90 with 1; on an otherwise idle 2-core machine 2 threads reach ~135. See train/__init__.py.
+    # torch intra-op threads (0 = every core). One, because libgomp's spin-waiting threads fall off a cliff
+    # whenever another process wants a core, and the run's evaluation and exploration workers take the second
+    # core (docs/defaults.md has the figures for this and every field below).
     threads: int = 1
-    # torch.compile the update's losses (forward and backward; the same maths): ~20% less CPU per update at one
-    # thread here. Off by default because it needs a C++ compiler and the Python headers, and compiling costs
-    # 4-20 s per process, more than a short run saves. docs/benchmarks.md "Speed of the update" has the figures.
+    # torch.compile the update's losses (forward and backward; the same maths). Off by default because it needs
+    # a C++ compiler and the Python headers, and compiling costs more than a short run saves.
     compile: bool = False
 
     # networks (paper: 2 critics + targets, 256x256 MLPs, state-independent log-std)
     actor_hidden: tuple[int, ...] = (256, 256)
     critic_hidden: tuple[int, ...] = (256, 256)
-    # Paper: 2. Measured, not adopted yet: 4 on door (1 seed, 25k offline + 10k online, eval every 1k over 20
-    # episodes) went 90% offline -> 100 100 95 90 100 95 100 95 95 95%, a little steadier than 2 critics
-    # (85-100% with a 80% low), but at 43-49 updates/s instead of ~85: one seed cannot carry that cost.
+    # Paper: 2. Four were a little steadier on door at half the updates/s: not worth it on one seed's evidence.
     critic_members: int = 2
-    # Beyond the paper, measured: on door without it Q(s, a) passed the feasible maximum 0 (sparse
-    # rewards are -1/0) by update 6k and reached +32 by 20k offline; with it Q stayed in [-100, 0].
+    # Beyond the paper: without it Q(s, a) climbs past the feasible maximum of sparse -1/0 rewards.
     critic_layer_norm: bool = True
     log_std_init: float = 0.0
     log_std_min: float = -6.0
@@ -64,30 +60,20 @@ class TrainConfig:
     actor_weight_decay: float = 1e-4
     discount: float = 0.99
     target_tau: float = 5e-3
-    # Temperature of the advantage weights: 1.0, the soft end of the paper's 0.3-1 range. Measured on door
-    # (bench/learning.py, noisy DAPG-expert + human store with 39% success, 1 seed each, 25k offline updates):
-    # at 0.3 the weights' effective sample size collapsed to ~1.5 of 256 and eval success went 70% (offline) ->
-    # 100% (25k online) -> 20% (50k); at 1.0 it stayed ~20-200 and went 80% -> 100% (15k) -> 70% (50k).
+    # Temperature of the advantage weights: 1.0, the soft end of the paper's 0.3-1 range; at 0.3 the weights
+    # collapsed onto a few samples per batch and online success fell later on.
     awr_lambda: float = 1.0
     # "none": the paper's A / lambda; "batch_std": A / (lambda * std(A) in the batch), a temperature that does
-    # not depend on the scale of Q. Measurements: docs/benchmarks.md.
+    # not depend on the scale of Q (docs/benchmarks.md has what it measured on the suite).
     advantage_scale: str = "none"
-    # Paper: 1024. Compared per wall-clock second on door (one thread each, same store and samples): offline
-    # (bench/batch.py) 1024 reached 100% at 96 s and held it, 256 reached 100% at 76 s and sagged to 80% by
-    # 25k updates; online (bench/learning.py, 1024: 2 seeds) both hover at 86-100% from ~500 s on, but 256 runs
-    # 84 updates/s against 24, so it takes 3.5x the env steps per second (100k online in ~1700 s vs ~5000 s).
+    # Paper: 1024. Per wall-clock second on one CPU core, 256 learns about as well and steps the env 3.5x faster.
     batch_size: int = 256
-    # r' = r * scale + offset. Measured, not adopted (door, 1 seed each, 25k offline + 10k online, eval every 1k
-    # over 20 episodes): offset 1 (rewards 0/1) 95% offline -> 95 95 70 80 90 85 95 95 100 100%; scale 0.1
-    # 100% -> 95 100 100 100 95 100 100 100 95 95%, steadier, but it shrinks advantages tenfold (like lambda 10,
-    # closer to BC, which collapses online later than 10k steps), so it needs a long multi-seed run first.
+    # r' = r * scale + offset. A smaller scale shrinks the advantages like a larger lambda (closer to BC).
     reward_scale: float = 1.0
     reward_offset: float = 0.0
-    # Beyond the paper, measured: evaluate and export a Polyak average of the actor (this rate per update, a
-    # ~200-update memory) while the actor itself explores. With batch-softmax weights one sample can carry a
-    # third of a batch's gradient, and the actor's success jitters from one evaluation to the next. Forks of one
-    # offline run on door (eval every 1k online steps, 20 episodes): actor 75 95 90 85 80 95 70 90 90 45%,
-    # average 85 90 95 90 100 80 100 90 85 100%. null = the actor itself, as in the paper.
+    # Beyond the paper: evaluate and export a Polyak average of the actor (this rate per update, a ~200-update
+    # memory), because with batch-softmax weights one sample can carry a third of a batch's gradient and the
+    # actor's success jitters between evaluations. null = the actor itself, as in the paper.
     policy_average: float | None = 0.005
     # The mean the online exploration samples around: "actor" (the paper's: the actor being trained) or "policy"
     # (the evaluated policy: the averaged actor when policy_average is set), always with the actor's learned std.
@@ -106,17 +92,14 @@ class TrainConfig:
     # schedule
     offline_steps: int = 25_000  # gradient updates on the store before any interaction
     online_steps: int = 100_000  # env steps of finetuning
-    # Paper: 1. Measured, not adopted: 2 on a fork of one offline door run (10k online steps, eval every 1k over
-    # 20 episodes) scored 85 70 85 100 55 70 65 65 80 75% against 85 90 95 90 100 80 100 90 85 100% with 1.
+    # Paper: 1, kept as an exact ratio; 2 learned worse on door.
     updates_per_step: int = 1
-    # Offline share of each online batch; None = uniform over everything, as in the paper. Measured, not adopted:
-    # 0.5 on door (1 seed, actor not averaged, eval over 30 episodes every 5k online steps) went 93% offline ->
-    # 57 93 80 77 83 80%, the same early dip as uniform; early on it redraws the first few online episodes
-    # half of every batch.
+    # Offline share of each online batch; None = uniform over everything, as in the paper (0.5 did not remove
+    # the early online dip, and redraws the first few online episodes for half of every batch).
     offline_fraction: float | None = None
 
     # evaluation, logging, checkpoints
-    eval_episodes: int = 30  # standard error ~7 points at 80% success (10 episodes: ~13)
+    eval_episodes: int = 30  # few enough to be cheap, enough for a standard error of ~7 points near 80%
     eval_interval: int = 5_000  # env steps between evaluations online
     offline_eval_interval: int = 5_000  # updates between evaluations offline
     log_interval: int = 1_000  # updates between metric lines

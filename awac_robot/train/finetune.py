@@ -7,12 +7,18 @@ moment it ends, with source `online:<run id>`, so runs sharing a store stay apar
 pretrains on the sources its config names (train/sources.py) among the episodes the store
 held when it began, and only its own online episodes ever come back into its replay.
 
+The update has a core to itself: the env is stepped by the exploration worker, one update
+behind the learner (train/explorer.py), and evaluations are scored by the evaluation worker
+while training goes on (train/eval_worker.py); both are processes that die with the trainer.
+
 The store, not the process, owns the experience. Checkpoints are taken on episode
 boundaries, so a checkpoint's counters name an exact prefix of the run's own episodes. A
 resumed run loads that prefix, then redoes the run's later stored episodes step by step as
-the killed process did them (the exploration noise is drawn again, each step's updates and
-evaluations run again) before it steps the env: however often a run is killed, it ends with
-the updates and env steps of an uninterrupted run, and on the same machine the same weights.
+the killed process did them (the exploration noise is drawn again by the explorer's timing
+rule, each step's updates and evaluations run again) before it steps the env, and first
+redoes the evaluations its checkpoint holds as outstanding: however often a run is killed,
+it ends with the updates, env steps and evaluations of an uninterrupted run, and on the same
+machine the same weights.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import copy
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,10 @@ import torch
 from tqdm import tqdm
 
 from awac_robot.demonstrators.catalog import collect_hint
-from awac_robot.envs import get_spec, make_env
+from awac_robot.envs import get_spec
 from awac_robot.provenance import Batch
-from awac_robot.rollout import FunctionActor, Step, rollout
 from awac_robot.spec import TaskSpec
-from awac_robot.store import DemoStore, StoreError, online_source
+from awac_robot.store import DemoStore, Episode, StoreError, online_source
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import (
@@ -46,18 +52,25 @@ from awac_robot.train.checkpoint import (
     save_checkpoint,
 )
 from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
-from awac_robot.train.evaluation import evaluate
-from awac_robot.train.plots import draw_curve
+from awac_robot.train.eval_worker import EvalRequest, EvalWorker
+from awac_robot.train.explorer import (
+    ExplorerWorker,
+    Transition,
+    explore_action,
+    exploring_networks,
+    one_update_behind,
+)
 from awac_robot.train.replay import Replay
 from awac_robot.train.runlog import RunLog, format_row
 from awac_robot.train.sources import select
 from awac_robot.train.store_record import StoreRecord
+from awac_robot.train.worker import WorkerError
 
 EPISODE_SEED_STRIDE = 100_000
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite numbers, a run folder in the way); one line says what to do."""
+    """Training cannot go on (non-finite numbers, a run folder in the way, a worker lost); one line says what to do."""
 
 
 @dataclass
@@ -116,6 +129,9 @@ class Trainer:
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self.last_checkpoint: Path | None = None
+        self.evaluator: EvalWorker | None = None
+        self.explorer: ExplorerWorker | None = None
+        self._evals_to_redo: list[EvalRequest] = []
         state = self._resume_state() if resume else None
         if state is None:
             if list_checkpoints(self.run_dir):
@@ -223,6 +239,7 @@ class Trainer:
         self.replay.generator.set_state(state["replay_rng"])
         self.explore_rng.set_state(state["explore_rng"])
         self.last_eval = dict(state.get("eval") or {})
+        self._evals_to_redo = [EvalRequest.from_dict(request) for request in state.get("evals_outstanding", [])]
         self.offline_best = state.get("offline_best")
         self.last_checkpoint = Path(state["path"])
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
@@ -236,6 +253,7 @@ class Trainer:
                 "online_episodes": c.online_episodes,
                 "redo_episodes": len(redo),
                 "redo_env_steps": self._redo_steps,
+                "redo_evals": [request.counters["updates"] for request in self._evals_to_redo],
             }
         )
         note = (
@@ -247,6 +265,8 @@ class Trainer:
                 f"; the store holds {len(redo)} later episodes of this run ({self._redo_steps} env steps): "
                 f"redoing their {self._redo_steps * self.config.updates_per_step} updates from the store first"
             )
+        if self._evals_to_redo:
+            note += f"; redoing the {len(self._evals_to_redo)} evaluation(s) still outstanding at that checkpoint"
         self.notes.append(note)
 
     # -- persistence -------------------------------------------------------------------------
@@ -268,6 +288,10 @@ class Trainer:
             "replay_rng": self.replay.generator.get_state(),
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
+            # evaluations asked for but not back yet: a resume redoes them (their snapshots are here)
+            "evals_outstanding": [request.to_dict() for request in self.evaluator.outstanding()]
+            if self.evaluator is not None
+            else [],
         }
         if self.offline_best is not None and not self.counters.offline_done:
             state["offline_best"] = self.offline_best
@@ -288,6 +312,8 @@ class Trainer:
             raise TrainingError(f"{exc}: stopped; last good checkpoint kept at {self.last_checkpoint}") from None
         self.counters.updates += 1
         self._stats.append(stats)
+        if self.evaluator is not None and self.evaluator.busy:
+            self.record_evals()
         if self.counters.updates % cfg.log_interval == 0:
             self.write_metrics(phase)
 
@@ -316,59 +342,93 @@ class Trainer:
         if not self.progress:
             print(format_row(row), flush=True)
 
-    def run_eval(self, phase: str, eval_env: Any) -> dict[str, Any]:
-        result = evaluate(self.learner.policy, eval_env, self.config.eval_episodes, self.config.seed)
-        self.last_eval = {**result, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
+    def start_eval(self, phase: str) -> None:
+        """Snapshot the evaluated policy for the evaluation worker; its result is recorded when it is back.
+
+        With `handover: best` an offline evaluation is waited for: the handover keeps the whole
+        learner as it was when evaluated, and the learner must not move on before the result says
+        whether it is the best so far.
+        """
+        assert self.evaluator is not None
+        self.evaluator.submit(EvalRequest.snapshot(phase, asdict(self.counters), time.time(), self.learner.policy))
+        if phase == "offline" and self.config.handover == "best":
+            self.record_evals(wait=True)
+
+    def record_evals(self, wait: bool = False) -> None:
+        """Record the evaluations that are back (with `wait`: every one asked for), in the order they were asked."""
+        assert self.evaluator is not None
+        for request, result in self.evaluator.results(wait):
+            self.record_eval(request, result)
+
+    def record_eval(self, request: EvalRequest, result: dict[str, float]) -> None:
+        counters = request.counters
+        self.last_eval = {**result, "env_steps": counters["env_steps"], "updates": counters["updates"]}
         if self.best_success is None or result["success_rate"] > self.best_success:
             self.best_success = result["success_rate"]
             best = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "run_id": self.run_id}
-            save_best(self.run_dir, best, self.learner.policy, asdict(self.counters), self.last_eval)
+            save_best(self.run_dir, best, request.policy, counters, self.last_eval)
         best_offline = self.offline_best["eval"]["success_rate"] if self.offline_best else -1.0
-        if phase == "offline" and self.config.handover == "best" and result["success_rate"] > best_offline:
+        if request.phase == "offline" and self.config.handover == "best" and result["success_rate"] > best_offline:
+            # start_eval waited for this result, so the learner is still the one evaluated
             self.offline_best = {"eval": self.last_eval, "learner": copy.deepcopy(self.learner.state_dict())}
         self.record(
             {
-                "phase": phase,
-                "updates": self.counters.updates,
-                "env_steps": self.counters.env_steps,
+                "phase": request.phase,
+                "updates": counters["updates"],
+                "env_steps": counters["env_steps"],
                 "eval_success": result["success_rate"],
                 "eval_return": result["return"],
                 "eval_episodes": result["episodes"],
-                "time": time.time(),
+                "time": request.time,
             }
         )
-        draw_curve(self.run_dir)
-        return self.last_eval
+        assert self.evaluator is not None
+        self.evaluator.draw_curve(self.run_dir)
 
-    @torch.no_grad()
-    def explore(self, obs: np.ndarray) -> np.ndarray:
-        """The online action: the actor's noise around `explore_mean`, drawn from the checkpointed generator.
-
-        The noise is drawn even at scale 0, so the generator moves the same way whatever the scale.
-        """
-        cfg, actor = self.config, self.learner.actor
-        source = self.learner.policy if cfg.explore_mean == "policy" else actor
-        scale = cfg.explore_noise[self.counters.online_episodes % len(cfg.explore_noise)]
-        return actor.sample(source(torch.from_numpy(obs)[None]), self.explore_rng, scale)[0].numpy()
+    def explore_scale(self) -> float:
+        """The exploration noise's multiple of the actor's std for the episode now starting (`explore_noise`)."""
+        noise = self.config.explore_noise
+        return noise[self.counters.online_episodes % len(noise)]
 
     # -- the phases ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Run (or continue) both phases; returns the last evaluation."""
-        eval_env = make_env(self.config.task, reward=self.store.reward_mode)
+        """Run (or continue) both phases with their workers; returns the last evaluation."""
+        finished = False
         try:
-            self.offline_phase(eval_env)
+            self.start_workers()
+            self.offline_phase()
             if self.online:
-                self.online_phase(eval_env)
+                self.online_phase()
             if self._stats:
                 self.write_metrics("online" if self.online else "offline")
+            self.record_evals(wait=True)
             self.checkpoint()
+            finished = True
+        except WorkerError as exc:
+            raise TrainingError(str(exc)) from None
         finally:
+            for worker in (self.explorer, self.evaluator):
+                if worker is not None:
+                    worker.close(finish=finished)  # a run stopping on an error or Ctrl-C does not wait for them
             self.store.close()
             self.log.close()
         return self.last_eval
 
-    def offline_phase(self, eval_env: Any) -> None:
+    def start_workers(self) -> None:
+        """The evaluation worker (first given the evaluations a resume redoes), and the explorer if steps are left."""
+        reward_mode = self.store.reward_mode
+        self.evaluator = EvalWorker(self.config, self.spec, reward_mode)
+        for request in self._evals_to_redo:
+            self.evaluator.submit(request)
+        pids = {"evaluation": self.evaluator.worker.pid}
+        if self.online and self.counters.env_steps < self.config.online_steps:
+            networks = exploring_networks(self.learner.actor, self.learner.policy, self.config)
+            self.explorer = ExplorerWorker(self.config, self.spec, reward_mode, networks)
+            pids["exploration"] = self.explorer.worker.pid
+        self.log.write({"event": "workers", "pids": pids})
+
+    def offline_phase(self) -> None:
         cfg, c = self.config, self.counters
         if c.offline_done:
             return
@@ -376,14 +436,14 @@ class Trainer:
         while c.updates < cfg.offline_steps:
             self.update("offline")
             if c.updates % cfg.offline_eval_interval == 0 and c.updates < cfg.offline_steps:
-                self.run_eval("offline", eval_env)
+                self.start_eval("offline")
             if c.updates >= self._next_checkpoint:
                 self.checkpoint()
             if c.updates % 100 == 0:
                 bar.update(c.updates - bar.n)
                 bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
         bar.close()
-        self.run_eval("offline", eval_env)
+        self.start_eval("offline")  # the offline start of the finetuning curve
         self.hand_over()
         c.offline_done = True
         self.checkpoint()
@@ -416,47 +476,58 @@ class Trainer:
         )
         self.offline_best = None
 
-    def online_phase(self, eval_env: Any) -> None:
+    def online_phase(self) -> None:
         cfg, c = self.config, self.counters
         bar = tqdm(total=cfg.online_steps, initial=c.env_steps, desc="online", disable=not self.progress)
-        self.redo_stored_episodes(eval_env, bar)
-        env = make_env(cfg.task, reward=self.store.reward_mode)
-        explorer = FunctionActor(self.explore)
-
-        def on_step(step: Step) -> bool:
-            self.learn_from_step(step.obs, step.action, step.reward, step.next_obs, step.terminated, eval_env, bar)
-            # The run's step budget ends the episode as a time limit would: truncation, never a terminal.
-            return c.env_steps >= cfg.online_steps
-
+        self.redo_stored_episodes(bar)
         while c.env_steps < cfg.online_steps:
+            assert self.explorer is not None
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            episode = rollout(env, explorer, seed, source=self.online_source, on_step=on_step)
+            budget, scale = cfg.online_steps - c.env_steps, self.explore_scale()
+            for step in self.explorer.steps(seed, budget, self.explore_rng, scale, self.online_source):
+                self.learn_from_step(step, bar)
+            episode, explore_state = self.explorer.finish()
+            self.explore_rng.set_state(explore_state)
             self.store.append(episode, spec=self.spec)
             self.end_episode()
         bar.update(c.env_steps - bar.n)
         bar.close()
         if c.env_steps % cfg.eval_interval != 0:
-            self.run_eval("online", eval_env)
+            self.start_eval("online")
 
-    def redo_stored_episodes(self, eval_env: Any, bar: tqdm) -> None:
+    def redo_stored_episodes(self, bar: tqdm) -> None:
         """Feed this run's episodes stored after its checkpoint through the online loop again, env-free.
 
-        The exploration noise is drawn for every step as the killed process drew it, so the RNG
-        (and, updates being the same, the next action sampled) stays where it would have been.
+        The exploration noise is drawn for every step as the killed process drew it, from a copy
+        of the actor kept one update behind by the explorer's rule, so the RNG (and, updates
+        being the same, the next action sampled) stays where it would have been.
         """
         if not len(self._redo):
             return
         wanted = set(self._redo.tolist())
-        steps = reproduced = 0
+        learners = exploring_networks(self.learner.actor, self.learner.policy, self.config)
+        acting = {name: copy.deepcopy(network).requires_grad_(False) for name, network in learners.items()}
+        actor, mean = acting["actor"], acting.get("mean", acting["actor"])
+        steps = 0
+        reproduced = [0]
+
+        def publish() -> None:
+            for name, network in acting.items():
+                network.load_state_dict(learners[name].state_dict())
+
+        def stored_steps(episode: Episode, scale: float) -> Iterator[Transition]:
+            for t in range(episode.length):
+                drawn = explore_action(actor, mean, episode.obs[t], self.explore_rng, scale)
+                reproduced[0] += bool(np.array_equal(drawn, episode.action[t]))
+                last = t == episode.length - 1
+                obs, next_obs = episode.obs[t], episode.obs[t + 1]
+                yield Transition(obs, episode.action[t], episode.reward[t], next_obs, episode.terminated[t], last)
+
         for index, episode in enumerate(self.store.episodes()):
             if index not in wanted:
                 continue
-            for t in range(episode.length):
-                reproduced += bool(np.array_equal(self.explore(episode.obs[t]), episode.action[t]))
-                obs, next_obs = episode.obs[t], episode.obs[t + 1]
-                self.learn_from_step(
-                    obs, episode.action[t], episode.reward[t], next_obs, episode.terminated[t], eval_env, bar
-                )
+            for step in one_update_behind(stored_steps(episode, self.explore_scale()), publish):
+                self.learn_from_step(step, bar)
             steps += episode.length
             self.end_episode()
         self.log.write(
@@ -465,29 +536,20 @@ class Trainer:
                 "episodes": len(wanted),
                 "env_steps": steps,
                 "updates": self.counters.updates,
-                "actions_reproduced": reproduced,
+                "actions_reproduced": reproduced[0],
             }
         )
         self._redo = self._redo[:0]
 
-    def learn_from_step(
-        self,
-        obs: np.ndarray,
-        action: np.ndarray,
-        reward: float,
-        next_obs: np.ndarray,
-        terminated: bool,
-        eval_env: Any,
-        bar: tqdm,
-    ) -> None:
+    def learn_from_step(self, step: Transition, bar: tqdm) -> None:
         """One online env step's bookkeeping: count it, add it to the replay, update, evaluate on schedule."""
         cfg, c = self.config, self.counters
         c.env_steps += 1
-        self.replay.add_step(obs, action, reward, next_obs, bool(terminated))
+        self.replay.add_step(step.obs, step.action, step.reward, step.next_obs, bool(step.terminated))
         for _ in range(cfg.updates_per_step):
             self.update("online")
         if c.env_steps % cfg.eval_interval == 0:
-            self.run_eval("online", eval_env)
+            self.start_eval("online")
         if c.env_steps % 100 == 0:
             bar.update(c.env_steps - bar.n)
             bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")

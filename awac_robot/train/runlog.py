@@ -2,9 +2,13 @@
 
 Metric lines are appended and flushed one by one, so a killed run keeps every line it
 wrote; a resumed run appends to the same file, and the curve (train/plots.py) is redrawn
-from it. A resume redoes the work after its checkpoint and logs it again, so `rows()` reads
-the file as the run's history: a `resume` event at update U supersedes the rows of updates
-after U written before it (the file itself keeps them). With `tensorboard=True` every
+from it. An evaluation's row is written when its result comes back from the evaluation
+worker, after rows of later updates; its `updates`, `env_steps` and `time` are those of the
+policy snapshot it scored. A resume redoes the work after its checkpoint and logs it again,
+so `rows()` reads the file as the run's history: a `resume` event at update U supersedes the
+rows of updates after U written before it, and the evaluation rows of the updates it lists
+as `redo_evals` (evaluations still outstanding at the checkpoint, which the resume redoes);
+the file itself keeps them. With `tensorboard=True` every
 numeric value also goes to TensorBoard event files in `tensorboard/` (tensorboardX, the
 optional `tensorboard` extra), flushed per line too.
 """
@@ -57,7 +61,12 @@ class RunLog:
             except json.JSONDecodeError:  # the tail of a line cut by a kill
                 continue
             if row.get("event") == "resume":
-                rows = [r for r in rows if r.get("updates", -1) <= row["updates"]]
+                redone = set(row.get("redo_evals", ()))
+                rows = [
+                    r
+                    for r in rows
+                    if r.get("updates", -1) <= row["updates"] and not ("eval_success" in r and r["updates"] in redone)
+                ]
             rows.append(row)
         return rows
 
