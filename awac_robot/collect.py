@@ -228,12 +228,12 @@ def _collect_into_store(
 ) -> CollectSummary:
     summary = CollectSummary()
     started = time.perf_counter()
-    name, arguments = identity
+    name, demo_args = identity
     with DemoStore.open_or_create(config.store, env.config.spec, config.reward) as store:
         summary.first_seed, continuing = plan_first_seed(store, config, name, demo.source)
         if continuing and announce is not None:
             announce(continuing)
-        arguments = {**arguments, "task": config.task, "episodes": config.episodes, "reward": config.reward}
+        arguments = {**demo_args, "task": config.task, "episodes": config.episodes, "reward": config.reward}
         store.start_batch(Batch.now("collect", name, arguments, noise=config.noise, perturb=config.perturb))
         appender = _BackgroundAppender(store, env.config.spec)
         bar = tqdm(total=config.episodes, unit="ep", desc=f"collect {env.config.name}", disable=not config.progress)

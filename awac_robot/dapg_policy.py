@@ -112,6 +112,18 @@ class DapgWeights:
 class DapgActor(torch.nn.Module):
     """The same forward pass as a torch module, in float32: what is traced into the ONNX graph."""
 
+    # the buffers `forward` reads (registered from WEIGHT_KEYS below; nn.Module types them as Tensor | Module)
+    in_shift: torch.Tensor
+    in_scale: torch.Tensor
+    w0: torch.Tensor
+    b0: torch.Tensor
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    out_shift: torch.Tensor
+    out_scale: torch.Tensor
+
     def __init__(self, weights: DapgWeights) -> None:
         super().__init__()
         for key in WEIGHT_KEYS:

@@ -12,7 +12,7 @@ import contextlib
 import difflib
 import io
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -77,7 +77,7 @@ class TaskConfig:
         )
 
 
-def _field(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise TaskError(f"{where}: missing field '{key}'")
     value = data[key]
@@ -139,7 +139,7 @@ def load_task_file(path: str | Path) -> TaskConfig:
             episode_steps=steps,
             control_period=float(period),
             reward=reward,
-            success_info_key=success.get("info_key"),
+            success_info_key=_field(success, "info_key", str, f"{where}: success") if "info_key" in success else None,
             success_all_subtasks=bool(success.get("all_subtasks")),
             layout=layout,
             obs_dim=_field(obs, "size", int, f"{where}: observation"),
@@ -238,7 +238,9 @@ def flatten_observation(
     return flat[0] if steps is None else flat
 
 
-def _goal_part(value: Any, key: str, config: TaskConfig, part: Any, allow_extra: bool) -> np.ndarray:
+def _goal_part(
+    value: Any, key: str, config: TaskConfig, part: Callable[[Any], np.ndarray], allow_extra: bool
+) -> np.ndarray:
     if not isinstance(value, dict):
         return part(value)
     missing = set(config.goal_order) - set(value)
@@ -247,7 +249,7 @@ def _goal_part(value: Any, key: str, config: TaskConfig, part: Any, allow_extra:
     return np.concatenate([part(value[goal]) for goal in config.goal_order], axis=1)
 
 
-class TaskEnv(gym.Wrapper):
+class TaskEnv(gym.Wrapper[np.ndarray, np.ndarray, Any, Any]):
     """Flattens observations, unifies success and applies the reward mode.
 
     Sparse reward is the AWAC paper's binary reward: 0 on a step where the task is
@@ -268,13 +270,16 @@ class TaskEnv(gym.Wrapper):
     def flatten(self, obs: Any) -> np.ndarray:
         return flatten_observation(obs, self.config)
 
-    def _success(self, info: dict) -> bool:
-        if self.config.success_all_subtasks:
+    def _success(self, info: dict[str, Any]) -> bool:
+        key = self.config.success_info_key
+        if key is None:  # the task file set `success.all_subtasks: true` instead (load_task_file)
             done = info.get("episode_task_completions", [])
             return len(done) == len(self.config.goal_order)
-        return bool(info.get(self.config.success_info_key, False))
+        return bool(info.get(key, False))
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is None:
             seed, self._first_seed = self._first_seed, None
         obs, info = self.env.reset(seed=seed, options=options)
@@ -283,7 +288,7 @@ class TaskEnv(gym.Wrapper):
         self._shoot()
         return self.flatten(obs), info
 
-    def step(self, action: np.ndarray):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (self.config.act_dim,):
             raise TaskError(f"task '{self.config.name}' takes {self.config.act_dim} action numbers, got {action.shape}")
@@ -302,6 +307,7 @@ class TaskEnv(gym.Wrapper):
         """The current scene as an (H, W, 3) uint8 frame (the env must be made with `render_mode="rgb_array"`)."""
         self._check_can_render()
         frame = self.env.render()
+        assert isinstance(frame, np.ndarray)  # what gymnasium's "rgb_array" mode renders
         _close_before_gl_teardown(self)
         return frame
 
@@ -398,7 +404,7 @@ def gym_id(task: str) -> str:
     return f"{GYM_NAMESPACE}/{task}-v{GYM_VERSION}"
 
 
-class GymTaskEnv(gym.Env):
+class GymTaskEnv(gym.Env[np.ndarray, np.ndarray]):
     """A task as a plain gymnasium env, so `gym.make("awac_robot/door-v0")` builds what `make_env` builds.
 
     This is the entry point a Minari dataset's env spec names: Minari's `recover_environment`
@@ -417,12 +423,14 @@ class GymTaskEnv(gym.Env):
         self.observation_space = self.task_env.observation_space
         self.action_space = self.task_env.action_space
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         obs, info = self.task_env.reset(seed=seed, options=options)
         return obs, {"success": bool(info["success"])}
 
-    def step(self, action: np.ndarray):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.task_env.step(action)
         return obs, reward, terminated, truncated, {"success": bool(info["success"])}
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy._core import multiarray
 
 from awac_robot.envs import get_spec
 from awac_robot.provenance import Batch
@@ -38,7 +39,7 @@ SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "
 _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
     (module, name): value
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name, value in (("_reconstruct", np._core.multiarray._reconstruct), ("scalar", np._core.multiarray.scalar))
+    for name, value in (("_reconstruct", multiarray._reconstruct), ("scalar", multiarray.scalar))
 } | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
 

@@ -177,11 +177,11 @@ def check_dataset_matches(dataset: Any, config: TaskConfig, reward_mode: str) ->
     return env_spec.id
 
 
-def _describe(space: gym.Space) -> str:
+def _describe(space: gym.Space[Any]) -> str:
     return " ".join(repr(space).split())
 
 
-def _check_action_space(space: gym.Space, config: TaskConfig, where: str) -> None:
+def _check_action_space(space: gym.Space[Any], config: TaskConfig, where: str) -> None:
     bounded = (
         isinstance(space, gym.spaces.Box)
         and space.shape == (config.act_dim,)
@@ -194,7 +194,7 @@ def _check_action_space(space: gym.Space, config: TaskConfig, where: str) -> Non
         )
 
 
-def _check_observation_space(space: gym.Space, config: TaskConfig, where: str, flat_allowed: bool) -> None:
+def _check_observation_space(space: gym.Space[Any], config: TaskConfig, where: str, flat_allowed: bool) -> None:
     needs = f"task {config.name!r} needs {config.obs_dim} numbers"
     if isinstance(space, gym.spaces.Box):
         if config.layout != "flat" and not flat_allowed:
@@ -217,13 +217,18 @@ def _check_observation_space(space: gym.Space, config: TaskConfig, where: str, f
                     f"{where} has {key} for subtasks {sorted(part.spaces)}, without {', '.join(missing)} "
                     f"of task {config.name!r}: it cannot be mapped"
                 )
-            width += sum(int(np.prod(part[goal].shape)) for goal in config.goal_order)
-        elif isinstance(part, gym.spaces.Box):
-            width += int(np.prod(part.shape))
+            width += sum(_box_size(part[goal], f"{key} {goal!r}", where, needs) for goal in config.goal_order)
         else:
-            raise SpecMismatch(f"{where} has {key} {_describe(part)}; {needs}")
+            width += _box_size(part, key, where, needs)
     if width != config.obs_dim:
         raise SpecMismatch(f"{where} has observations of {width} numbers once flattened; {needs}")
+
+
+def _box_size(space: gym.Space[Any], name: str, where: str, needs: str) -> int:
+    """The numbers a part of a goal-dict observation flattens to; only a Box flattens to a fixed count."""
+    if not isinstance(space, gym.spaces.Box):
+        raise SpecMismatch(f"{where} has {name} {_describe(space)}; {needs}")
+    return int(np.prod(space.shape))
 
 
 def _lengths(value: Any) -> set[int]:
@@ -233,7 +238,9 @@ def _lengths(value: Any) -> set[int]:
     return {len(value)}
 
 
-def _recorded_success(infos: dict | None, config: TaskConfig, steps: int, where: str) -> tuple[np.ndarray, str] | None:
+def _recorded_success(
+    infos: dict[str, Any] | None, config: TaskConfig, steps: int, where: str
+) -> tuple[np.ndarray, str] | None:
     """Success after each step from the infos, if recorded: T entries, or T + 1 with the reset's first."""
     for key in dict.fromkeys(k for k in ("success", config.success_info_key) if k):
         if infos and key in infos:
@@ -273,7 +280,7 @@ def _task_end(success: np.ndarray, config: TaskConfig) -> tuple[int, bool]:
     return min(steps, config.episode_steps), False
 
 
-def _seed(episode_metadata: dict) -> int | None:
+def _seed(episode_metadata: dict[str, Any]) -> int | None:
     """The recorded reset seed; UNKNOWN_SEED when none was recorded, None when it does not fit the store's int64."""
     seed = episode_metadata.get("seed")
     if seed is None:
@@ -282,7 +289,7 @@ def _seed(episode_metadata: dict) -> int | None:
     return seed if 0 <= seed <= MAX_STORE_SEED else None
 
 
-def _source(episode_metadata: dict) -> str:
+def _source(episode_metadata: dict[str, Any]) -> str:
     """An episode exported from a store keeps its source (checked like any other); the rest are 'imported:minari'."""
     source = str(episode_metadata.get(SOURCE_ATTR, SOURCE))
     check_source(source)

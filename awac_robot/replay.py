@@ -120,8 +120,7 @@ def replay_episodes(
     """
     store, episodes = read_episodes(store_path, indices)
     task = store.spec.name
-    render = {} if size is None else {"render_mode": "rgb_array", "size": size}
-    env = make_env(task, reward=store.reward_mode, **render)
+    env = _replay_env(task, size, reward=store.reward_mode)
     results = []
     try:
         for index in indices:
@@ -130,12 +129,12 @@ def replay_episodes(
             def at_stored_end(step: Step, stored: Episode = stored) -> bool:
                 return step.index + 1 >= stored.length  # an episode cut short (budget, a person) ends there again
 
-            actor, kwargs = PlaybackActor(stored.action), {"source": stored.source, "on_step": at_stored_end}
+            actor = PlaybackActor(stored.action)
             if size is None:
-                film, replayed = None, rollout(env, actor, stored.seed, **kwargs)
+                film, replayed = None, rollout(env, actor, stored.seed, source=stored.source, on_step=at_stored_end)
             else:
                 text = caption.format(task=task, index=index, seed=stored.seed)
-                film = filmed_rollout(env, actor, stored.seed, text, **kwargs)
+                film = filmed_rollout(env, actor, stored.seed, text, source=stored.source, on_step=at_stored_end)
                 replayed = film.episode
             results.append(Replayed(index, stored, compare(stored.obs, stored.length, replayed), film))
     finally:
@@ -171,8 +170,7 @@ def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisod
     get_spec(spec.name).check_matches(spec, f"robot record {path}")
     if not len(columns["episode"]):
         raise ReplayError(f"{path} holds no simulator steps")
-    render = {} if size is None else {"render_mode": "rgb_array", "size": size}
-    env = make_env(spec.name, seed=int(meta["seed"]), **render)  # the robot's env: its first reset takes the seed
+    env = _replay_env(spec.name, size, seed=int(meta["seed"]))  # the robot's env: its first reset takes the seed
     results = []
     try:
         for index in np.unique(columns["episode"]).tolist():
@@ -191,6 +189,13 @@ def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisod
     finally:
         env.close()
     return results
+
+
+def _replay_env(task: str, size: int | None, reward: str = "sparse", seed: int | None = None) -> TaskEnv:
+    """The env to re-simulate in; it renders `size` x `size` frames when the replay is filmed."""
+    if size is None:
+        return make_env(task, reward, seed)
+    return make_env(task, reward, seed, render_mode="rgb_array", size=size)
 
 
 def _robot_episode(env: TaskEnv, applied: np.ndarray) -> Episode:

@@ -86,7 +86,8 @@ def rollout(
     perturbed = perturb > 0 and rng.random() < perturb
     obs, _ = env.reset(seed=seed)
     actor.reset(env, obs)
-    observations, actions, rewards, terminated, truncated, success = [obs], [], [], [], [], []
+    observations, rewards, terminated, truncated, success = [obs], [], [], [], []
+    actions: list[np.ndarray] = []
     burst = 0
     done = False
     while not done:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.types import AnyArray
 
 from awac_robot import __version__
 from awac_robot.provenance import Batch
@@ -151,9 +152,9 @@ class Transitions:
 class _Layout:
     """The opened arrays of a store and its published extent."""
 
-    data: dict[str, zarr.Array]
-    meta: dict[str, zarr.Array]
-    ends_array: zarr.Array
+    data: dict[str, AnyArray]
+    meta: dict[str, AnyArray]
+    ends_array: AnyArray
     ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     ends_crc32: int = 0
 
@@ -217,7 +218,7 @@ class DemoStore:
 
     def _load(self) -> None:
         """Read the root attributes and the layout they publish, as one snapshot."""
-        attrs = dict(self._group.attrs)
+        attrs: dict[str, Any] = dict(self._group.attrs)  # JSON from disk: checked where each value is parsed
         try:
             self.spec = TaskSpec.from_dict(attrs["spec"])
         except (TypeError, ValueError) as exc:
@@ -344,7 +345,7 @@ class DemoStore:
             )
         return _Layout(data=data, meta=meta, ends_array=ends_array, ends=ends, ends_crc32=crc)
 
-    def _array(self, key: str) -> zarr.Array:
+    def _array(self, key: str) -> AnyArray:
         try:
             array = self._group[key]
         except KeyError:
@@ -356,7 +357,7 @@ class DemoStore:
         # Chunks equal to the fill value are written too, so a missing chunk file always means damage.
         return array.with_config({"write_empty_chunks": True}) if self.mode == "a" else array
 
-    def _check_chunks(self, key: str, array: zarr.Array, rows: int) -> None:
+    def _check_chunks(self, key: str, array: AnyArray, rows: int) -> None:
         """A deleted chunk file would read back as zeros; refuse instead of handing out invented data."""
         per_chunk = array.chunks[0]
         for index in range(-(-rows // per_chunk)):
@@ -380,7 +381,7 @@ class DemoStore:
                         "chunk: restore the store from a copy, or write to a new store (nothing was changed)"
                     ) from None
 
-    def _read(self, array: zarr.Array, key: str, stop: int) -> np.ndarray:
+    def _read(self, array: AnyArray, key: str, stop: int) -> np.ndarray:
         try:
             return np.asarray(array[:stop])
         except Exception as exc:
@@ -817,16 +818,21 @@ def _open_root(path: Path, mode: str) -> zarr.Group:
     for key in ("spec", "reward_mode", "task", "store_id", PUBLISHED, BATCHES):
         if key not in attrs:
             raise StoreError(f"store {path} is corrupt: root attribute {key!r} is missing")
+    if attrs["reward_mode"] not in REWARD_MODES:
+        raise StoreError(
+            f"store {path} is corrupt: root attribute 'reward_mode' is {attrs['reward_mode']!r}, "
+            f"not one of {', '.join(REWARD_MODES)}"
+        )
     return group
 
 
-def _grow(array: zarr.Array, rows: int) -> None:
+def _grow(array: AnyArray, rows: int) -> None:
     """Make room for `rows` rows, a chunk at a time: a resize per append would double the write cost."""
     if array.shape[0] < rows:
         _resize_rows(array, max(rows, array.shape[0] + array.chunks[0]))
 
 
-def _resize_rows(array: zarr.Array, rows: int) -> None:
+def _resize_rows(array: AnyArray, rows: int) -> None:
     if array.shape[0] != rows:
         array.resize((rows, *array.shape[1:]))
 

@@ -106,8 +106,8 @@ class StoreInfo:
         data["compression_ratio"] = self.compression_ratio
         for name, stats in self.by_source.items():
             data["by_source"][name]["success_rate"] = stats.success_rate
-        for entry, stats in zip(data["batches"], self.batches, strict=True):
-            entry["batch"] = stats.batch.to_dict()
+        for entry, batch_stats in zip(data["batches"], self.batches, strict=True):
+            entry["batch"] = batch_stats.batch.to_dict()
         return data
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.types import AnyArray
 
 from awac_robot.provenance import Batch, command_line
 from awac_robot.store import (
@@ -70,7 +71,7 @@ def upgrade_store(path: str | Path) -> UpgradeSummary:
     try:
         ends = _format_1_ends(root, path)
         episodes, steps = len(ends), int(ends[-1]) if len(ends) else 0
-        seeds = np.asarray(root["meta/seed"][:episodes]).tolist()
+        seeds = np.asarray(_format_1_array(root, "meta/seed", path)[:episodes]).tolist()
         legacy = Batch(
             kind="unrecorded",
             arguments={"upgraded_from_format": 1, "upgraded_by": command_line()},
@@ -105,16 +106,24 @@ def upgrade_store(path: str | Path) -> UpgradeSummary:
 
 def _format_1_ends(root: zarr.Group, path: Path) -> np.ndarray:
     """The published episode ends as format 1 defined them, after checking every array covers them."""
-    try:
-        ends = np.asarray(root[ENDS][:], dtype=np.int64)
-        if len(ends) and ends[-1] <= (ends[-2] if len(ends) > 1 else 0):
-            ends = ends[:-1]  # format 1's unpublished tail: grown, value never written
-        if np.any(np.diff(ends, prepend=0) <= 0):
-            raise StoreError(f"store {path} is corrupt: {ENDS} is not strictly increasing; not upgraded")
-        rows = {"steps": int(ends[-1]) if len(ends) else 0, "episodes": len(ends)}
-        for key, kind in _FORMAT_1_ARRAYS.items():
-            if root[key].shape[0] < rows[kind]:
-                raise StoreError(f"store {path} is corrupt: {key} has {root[key].shape[0]} rows, needs {rows[kind]}")
-    except KeyError as exc:
-        raise StoreError(f"store {path} is missing array {exc} (damaged); not upgraded") from None
+    ends = np.asarray(_format_1_array(root, ENDS, path)[:], dtype=np.int64)
+    if len(ends) and ends[-1] <= (ends[-2] if len(ends) > 1 else 0):
+        ends = ends[:-1]  # format 1's unpublished tail: grown, value never written
+    if np.any(np.diff(ends, prepend=0) <= 0):
+        raise StoreError(f"store {path} is corrupt: {ENDS} is not strictly increasing; not upgraded")
+    rows = {"steps": int(ends[-1]) if len(ends) else 0, "episodes": len(ends)}
+    for key, kind in _FORMAT_1_ARRAYS.items():
+        have = _format_1_array(root, key, path).shape[0]
+        if have < rows[kind]:
+            raise StoreError(f"store {path} is corrupt: {key} has {have} rows, needs {rows[kind]}")
     return ends
+
+
+def _format_1_array(root: zarr.Group, key: str, path: Path) -> AnyArray:
+    try:
+        node = root[key]
+    except KeyError:
+        raise StoreError(f"store {path} is missing array {key!r} (damaged); not upgraded") from None
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"store {path}: {key} is a group, expected an array (damaged); not upgraded")
+    return node

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,7 +37,7 @@ from awac_robot.train.runlog import RunLog
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train(args: argparse.Namespace, batch: int) -> list[dict]:
+def train(args: argparse.Namespace, batch: int) -> list[dict[str, Any]]:
     """One offline run; returns its evaluations, each with seconds since the run's first metric line."""
     folder = args.work / f"batch{batch}"
     shutil.rmtree(folder, ignore_errors=True)

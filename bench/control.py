@@ -21,8 +21,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ def percentiles(micros: np.ndarray) -> str:
     return f"p50 {p50:7.1f}  p99 {p99:7.1f}  p99.9 {p999:7.1f}  max {micros.max():8.1f} us"
 
 
-def time_calls(call, inputs: list, repeats: int) -> np.ndarray:
+def time_calls(call: Callable[[Any], object], inputs: Sequence[Any], repeats: int) -> np.ndarray:
     for item in inputs[:200]:
         call(item)
     out = np.empty(repeats)

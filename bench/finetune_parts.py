@@ -25,19 +25,20 @@ from updates import measure
 
 from awac_robot.envs import get_spec, make_env
 from awac_robot.rollout import FunctionActor, rollout
-from awac_robot.store import DemoStore
+from awac_robot.store import DemoStore, Episode
 from awac_robot.train.build import build_learner
 from awac_robot.train.config import TrainConfig, setup_torch
 from awac_robot.train.evaluation import evaluate
 from awac_robot.train.explorer import ExplorerWorker, explore_action, exploring_networks
 
 
-def explore_step_seconds(config: TrainConfig, steps: int) -> tuple[float, list]:
+def explore_step_seconds(config: TrainConfig, steps: int) -> tuple[float, list[Episode]]:
     """Seconds per online step in-process (sample + env step), and the episodes it made (for the store timing)."""
     actor = build_learner(config, get_spec(config.task)).actor
     env, rng = make_env(config.task), torch.Generator().manual_seed(0)
     explorer = FunctionActor(lambda obs: explore_action(actor, actor, obs, rng, 1.0))
-    episodes, done, start = [], 0, time.perf_counter()
+    episodes: list[Episode] = []
+    done, start = 0, time.perf_counter()
     while done < steps:
         episodes.append(rollout(env, explorer, len(episodes), source="online"))
         done += episodes[-1].length

@@ -53,7 +53,7 @@ def choose_data(args: argparse.Namespace) -> str:
         where = f"at {expert}" if expert else f"for {args.task} (only {', '.join(DAPG_EXPERTS)} has one)"
         print(f"(no DAPG expert {where}: falling back to the scripted demonstrator)")
         return "scripted"
-    return args.data
+    return str(args.data)
 
 
 def build_store(args: argparse.Namespace, data: str) -> BuiltStore:
@@ -101,7 +101,7 @@ def write_config(args: argparse.Namespace, label: str, algo: str) -> Path:
         eval_episodes=args.eval_episodes,
         offline_eval_interval=max(args.offline_steps, 1),
     )
-    config = args.work / f"{label}-{algo}-config.yaml"
+    config: Path = args.work / f"{label}-{algo}-config.yaml"
     config.write_text(yaml.safe_dump(settings))
     return config
 

@@ -21,12 +21,15 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numcodecs
 import numpy as np
 
 from awac_robot.collect import CollectConfig, collect, resolve_demonstrator, run_episode
+from awac_robot.demonstrators import Demonstrator
 from awac_robot.envs import TaskEnv, get_spec, make_env
 from awac_robot.store import DemoStore, Episode, Transitions
 
@@ -48,13 +51,13 @@ class LinearDemonstrator:
             self._weights = rng.normal(size=(env.config.act_dim, env.config.obs_dim))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return np.tanh(self._weights @ obs).astype(np.float32)
+        return np.asarray(np.tanh(self._weights @ obs), dtype=np.float32)
 
     def keep_episode(self) -> bool:
         return True
 
 
-def _demonstrator(name: str, env: TaskEnv):
+def _demonstrator(name: str, env: TaskEnv) -> Demonstrator:
     return LinearDemonstrator() if name == "linear" else resolve_demonstrator(name, env)
 
 
@@ -71,7 +74,7 @@ def bench_collection(task: str, episodes: int, demonstrator: str, noise: float, 
     cpu: dict[str, list[float]] = {"bare": [], "sync": [], "collect": []}
     recorded: list[Episode] = []
 
-    def measure(name: str, work) -> None:
+    def measure(name: str, work: Callable[[], int]) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         steps = work()
         wall[name].append(steps / (time.perf_counter() - started))
@@ -212,16 +215,16 @@ def bench_codecs(episodes: list[Episode]) -> None:
     }
     for name, codec in codecs.items():
         for label, array in (("obs", obs), ("action", action)):
-            encode = _best_seconds(lambda codec=codec, array=array: codec.encode(array))
+            encode = _best_seconds(partial(codec.encode, array))
             encoded = codec.encode(array)
-            decode = _best_seconds(lambda codec=codec, encoded=encoded: codec.decode(encoded))
+            decode = _best_seconds(partial(codec.decode, encoded))
             print(
                 f"   {name:<20} {label:<6} ratio {array.nbytes / len(encoded):5.2f}x  "
                 f"encode {array.nbytes / encode / 1e6:6.0f} MB/s  decode {array.nbytes / decode / 1e6:6.0f} MB/s"
             )
 
 
-def _best_seconds(work, repeats: int = 5) -> float:
+def _best_seconds(work: Callable[[], object], repeats: int = 5) -> float:
     """Best of a few runs: the machine is shared, and the minimum is the least disturbed figure."""
     best = float("inf")
     for _ in range(repeats):

@@ -166,6 +166,8 @@ def test_malformed_yaml_names_file_and_field(tmp_path):
         load_task_file(_write(tmp_path, "name: [unclosed\n"))
     with pytest.raises(TaskError, match=r"mine.yaml: field 'observation.layout' must be one of"):
         load_task_file(_write(tmp_path, good.replace("layout: goal_dict", "layout: nested")))
+    with pytest.raises(TaskError, match=r"mine.yaml: success: field 'info_key' must be str, got 5"):
+        load_task_file(_write(tmp_path, good.replace("info_key: is_success", "info_key: 5")))
 
 
 def test_declared_size_is_checked_against_the_simulator(tmp_path):

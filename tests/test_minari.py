@@ -19,7 +19,7 @@ from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.demonstrators.scripted import make_scripted
 from awac_robot.envs import TaskEnv, get_task, gym_env_spec, gym_id, make_env
-from awac_robot.minari_io import D4RL_TASKS, import_minari
+from awac_robot.minari_io import D4RL_TASKS, _check_observation_space, import_minari
 from awac_robot.rollout import rollout
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import UNKNOWN_SEED, DemoStore, Episode, StoreError
@@ -335,6 +335,20 @@ def test_mismatched_datasets_are_refused_in_one_line_and_write_nothing(
     assert not new.exists()
     assert "store" in refused("test/push/a-v0", "push", store=existing)  # a door store cannot take push data
     assert_same_episodes(stored_episodes(existing), before)
+
+
+def test_a_goal_part_that_is_not_a_box_is_refused() -> None:
+    """A Dict's `shape` is None: such a goal part has no fixed width and must be refused, not counted."""
+    config = get_task("kitchen")
+    space = make_env("kitchen").env.observation_space
+    assert isinstance(space, gym.spaces.Dict)
+    _check_observation_space(space, config, "the dataset", flat_allowed=False)  # the simulator's own space passes
+    goals = space["desired_goal"]
+    assert isinstance(goals, gym.spaces.Dict)
+    nested = gym.spaces.Dict({"x": gym.spaces.Box(-1.0, 1.0, (1,))})
+    odd = gym.spaces.Dict({**space.spaces, "desired_goal": gym.spaces.Dict({**goals.spaces, "kettle": nested})})
+    with pytest.raises(SpecMismatch, match=r"the dataset has desired_goal 'kettle' Dict\('x': Box.*needs 75 numbers"):
+        _check_observation_space(odd, config, "the dataset", flat_allowed=False)
 
 
 def test_a_bad_episode_anywhere_leaves_the_store_as_it_was(datasets_root: Path, tmp_path: Path) -> None:

@@ -293,6 +293,18 @@ def test_format_1_store_is_refused_in_one_line_then_upgrades(store_path: Path, c
     assert "already has format version 2" in capsys.readouterr().err
 
 
+def test_upgrade_refuses_a_group_in_place_of_an_array(store_path: Path, capsys) -> None:
+    with DemoStore.create(store_path, SPEC) as store:
+        store.append(make_episode(0))
+    _downgrade_to_format_1(store_path)
+    shutil.rmtree(store_path / "meta" / "seed")
+    zarr.open_group(store_path / "meta" / "seed", mode="w")
+    before = store_files(store_path)
+    assert main(["demos", "upgrade", str(store_path)]) == 2
+    assert "meta/seed is a group, expected an array (damaged); not upgraded" in capsys.readouterr().err
+    assert store_files(store_path) == before
+
+
 def test_bad_stores_fail_with_one_line(tmp_path: Path, store_path: Path) -> None:
     def one_line_error(path: Path, match: str) -> None:
         with pytest.raises((StoreError, FileNotFoundError), match=match) as info:
@@ -313,6 +325,10 @@ def test_bad_stores_fail_with_one_line(tmp_path: Path, store_path: Path) -> None
     newer["attributes"]["format_version"] = FORMAT_VERSION + 1
     root_json.write_text(json.dumps(newer))
     one_line_error(store_path, f"format version {FORMAT_VERSION + 1} .*upgrade awac-robot")
+    misspelt = json.loads(original)
+    misspelt["attributes"]["reward_mode"] = "sprase"
+    root_json.write_text(json.dumps(misspelt))
+    one_line_error(store_path, "root attribute 'reward_mode' is 'sprase', not one of sparse, dense")
     root_json.write_text(original)
 
     chunk = store_path / "data" / "action" / "c" / "0" / "0"

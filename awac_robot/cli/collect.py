@@ -11,7 +11,7 @@ from awac_robot.envs import get_task
 from awac_robot.store import StoreError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "collect",
         help="record demonstration episodes into a Zarr demo store",

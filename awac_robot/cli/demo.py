@@ -14,7 +14,7 @@ from pathlib import Path
 from awac_robot.cli.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run collect -> finetune -> export -> deploy -> video once on small settings",

@@ -24,7 +24,7 @@ from awac_robot.store_ops import (
 from awac_robot.store_upgrade import upgrade_store
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demos",
         help="inspect, merge, filter, split, import and export demo stores",
@@ -155,10 +155,10 @@ def info_lines(info: StoreInfo) -> list[str]:
                 f"{row.index:>7} {row.source:<22} {row.batch:>5} {row.seed:>7} {row.length:>6} "
                 f"{row.total_return:>9.2f} {'yes' if row.success else 'no'}"
             )
-    for title, stats in (("observation", info.obs_stats), ("action", info.action_stats)):
-        if stats is not None:
+    for title, dims in (("observation", info.obs_stats), ("action", info.action_stats)):
+        if dims is not None:
             lines.append(f"{title:<28} {'min':>10} {'max':>10} {'mean':>10} {'std':>10}")
-            lines.extend(_stats_line(entry) for entry in stats)
+            lines.extend(_stats_line(entry) for entry in dims)
     return lines
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from awac_robot.cli.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = subparsers.add_parser(
         "export",
         help="export a checkpoint to a verified ONNX policy with a policy card",

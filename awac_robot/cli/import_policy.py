@@ -8,7 +8,7 @@ from pathlib import Path
 from awac_robot.cli.errors import UserError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "import-policy",
         help="turn a published expert (DAPG weights) into a verified ONNX policy, a demonstrator for collect",

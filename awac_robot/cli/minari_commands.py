@@ -13,8 +13,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def register(
-    import_formats: argparse._SubParsersAction,
-    export_formats: argparse._SubParsersAction,
+    import_formats: argparse._SubParsersAction[argparse.ArgumentParser],
+    export_formats: argparse._SubParsersAction[argparse.ArgumentParser],
     wrap: Callable[[Handler], Handler],
 ) -> None:
     """Add `minari` under `demos import` and `demos export`; `wrap` turns store errors into one-line errors."""

@@ -9,7 +9,7 @@ from awac_robot.demonstrators.catalog import LEGEND, task_demonstrators
 from awac_robot.envs import get_task, register_task, task_names
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "tasks",
         help="list the registered tasks",

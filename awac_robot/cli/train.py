@@ -18,7 +18,7 @@ from awac_robot.train.runlog import RunLogError, check_tensorboard
 OVERRIDES = ("offline_steps", "online_steps", "seed", "algo", "sources")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, online, text in (
         ("finetune", True, "pretrain offline on the store, then finetune online, adding every episode to the store"),
         ("train", False, "offline training only: learn from the store without touching the env"),
@@ -88,13 +88,13 @@ def run_training(args: argparse.Namespace) -> int:
             given = [f"--{k.replace('_', '-')}" for k in ("config", *OVERRIDES) if getattr(args, k, None) is not None]
             if given:
                 raise UserError(f"--resume continues with the run's saved config; drop {', '.join(given)}")
-            config, store = None, args.store  # None: the store the run recorded
+            config, store, out = None, args.store, args.out  # None: the store the run recorded
         else:
             config = resolve_config(args)
             store = args.store or Path("demos") / f"{Path(args.task).stem}.zarr"
+            out = args.out or Path("runs") / f"{config.task}-{config.algo}-s{config.seed}"
         if args.tensorboard:
             check_tensorboard()
-        out = args.out or Path("runs") / f"{config.task}-{config.algo}-s{config.seed}"
         trainer = Trainer(
             out,
             store,
@@ -142,7 +142,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else seed
     if episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {episodes}")
-    env = make_env(spec.name, reward="sparse", **({"render_mode": "rgb_array"} if args.video else {}))
+    env = make_env(spec.name, reward="sparse", render_mode="rgb_array" if args.video else None)
     spec.check_matches(env.config.spec, f"policy {source}")
     written: list[Path] = []
 

@@ -14,7 +14,7 @@ from awac_robot.cli.errors import UserError
 from awac_robot.envs import FRAME_SIZE
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "render",
         help="write a picture of a task right after reset",

@@ -34,7 +34,7 @@ import termios
 import time
 import tty
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class KeyboardTeleop:
         self.config = config or KeyboardConfig()
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.out = out or sys.stdout
-        self._saved: list | None = None
+        self._saved: list[Any] | None = None
         self._gripper = 1.0
         self._ended = False
         self._next_tick = 0.0

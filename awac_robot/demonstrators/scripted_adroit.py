@@ -15,10 +15,12 @@ the Fetch arm (see the bench): a noisy grasp or pull slips, and success drops st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import mujoco
 import numpy as np
 
+from awac_robot.demonstrators.simulators import MujocoSim
 from awac_robot.envs import TaskEnv
 
 
@@ -26,7 +28,7 @@ class Hand:
     """Simulator access for one Adroit env: arm Jacobian steering and action normalisation."""
 
     def __init__(self, env: TaskEnv, arm_joints: tuple[str, ...]) -> None:
-        sim = env.unwrapped
+        sim = cast(MujocoSim, env.unwrapped)
         self.model: mujoco.MjModel = sim.model
         self.data: mujoco.MjData = sim.data
         m = self.model
@@ -271,7 +273,7 @@ class RelocateExpert(AdroitExpert):
         hand, plan = self.hand, self.plan
         palm, ball, target = hand.palm(), hand.body_pos("Object"), hand.site("target")
         grasp = ball + np.array(plan.grasp_offset)
-        self._holding = self._holding and np.linalg.norm(ball - palm) < plan.dropped
+        self._holding = self._holding and bool(np.linalg.norm(ball - palm) < plan.dropped)
         curl = 0.0
         if self._holding:
             curl = plan.squeeze

@@ -20,10 +20,12 @@ rather than the episode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import mujoco
 import numpy as np
 
+from awac_robot.demonstrators.simulators import KitchenSim
 from awac_robot.envs import TaskEnv
 
 OPEN, CLOSE = 1.0, -1.0
@@ -42,14 +44,14 @@ def _frame(pointing: np.ndarray, closing: np.ndarray) -> np.ndarray:
 
 def _rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Small-angle rotation (axis * angle) taking `current` to `target`."""
-    return 0.5 * sum(np.cross(current[:, i], target[:, i]) for i in range(3))
+    return 0.5 * np.sum([np.cross(current[:, i], target[:, i]) for i in range(3)], axis=0)
 
 
 class _Arm:
     """Simulator access for the kitchen's Franka arm: hand pose and the action that moves it."""
 
     def __init__(self, env: TaskEnv) -> None:
-        robot = env.unwrapped.robot_env
+        robot = cast(KitchenSim, env.unwrapped).robot_env
         self.model: mujoco.MjModel = robot.model
         self.data: mujoco.MjData = robot.data
         self.dt = float(robot.dt)

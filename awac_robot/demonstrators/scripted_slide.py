@@ -21,11 +21,13 @@ runs from that corner through the puck's centre along the chosen direction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import mujoco
 import numpy as np
 
 from awac_robot.demonstrators.scripted_fetch import ACTION_SCALE, CLOSE, FetchGains, FetchLayout
+from awac_robot.demonstrators.simulators import FetchSim
 from awac_robot.envs import TaskEnv
 
 HOLD = np.array([0.0, 0.0, 0.0, CLOSE], dtype=np.float32)
@@ -73,7 +75,7 @@ class _Rehearsal:
     """Steps a scratch copy of the env's simulator state with the env's own action code."""
 
     def __init__(self, env: TaskEnv, deceleration: float) -> None:
-        self.sim = env.unwrapped
+        self.sim = cast(FetchSim, env.unwrapped)
         self.model: mujoco.MjModel = self.sim.model
         self.scratch = mujoco.MjData(self.model)
         self.deceleration = deceleration
@@ -135,7 +137,7 @@ class SlideExpert:
         self._strike: list[np.ndarray] = []
 
     def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
-        sim = env.unwrapped
+        sim = cast(FetchSim, env.unwrapped)
         model, data = sim.model, sim.data
         self._layout = FetchLayout(env)
         self._dt = float(sim.dt)
@@ -199,7 +201,9 @@ class SlideExpert:
         actions += [np.append(-direction * self.plan.retreat, [0.0, CLOSE])] * 3 + [HOLD]
         return [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions]
 
-    def _miss(self, goal: np.ndarray, direction: np.ndarray, strike: tuple) -> tuple[float, float, float]:
+    def _miss(
+        self, goal: np.ndarray, direction: np.ndarray, strike: tuple[float, float | None, float]
+    ) -> tuple[float, float, float]:
         """Rehearsed landing error of a strike: along the direction, sideways, and in all."""
         error = self._rehearsal.landing(self._actions(direction, *strike)) - goal[:2]
         return (

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -90,13 +91,13 @@ class AWACLearner:
             groups.append({"params": list(critic.parameters()), "weight_decay": 0.0})
         # Plain Adam (L2 added to the gradient) as in the paper's code; fused = one kernel for every tensor of a step.
         self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=True)
-        self._critic_params = list(critic.parameters())
-        self._target_params = list(self.target_critic.parameters())
+        self._critic_params: list[torch.Tensor] = list(critic.parameters())
+        self._target_params: list[torch.Tensor] = list(self.target_critic.parameters())
         # The policy that is evaluated and deployed: the actor itself, or a slow average of it that smooths
         # the update-to-update jitter of heavily weighted batches.
         self.policy = actor if config.policy_average is None else copy.deepcopy(actor).requires_grad_(False)
-        self._actor_params = list(actor.parameters())
-        self._policy_params = list(self.policy.parameters())
+        self._actor_params: list[torch.Tensor] = list(actor.parameters())
+        self._policy_params: list[torch.Tensor] = list(self.policy.parameters())
         self.generator = torch.Generator().manual_seed(seed)  # the policy samples inside the update
         self.updates = 0
         # The same losses, with torch.compile fusing their elementwise work into few kernels (TrainConfig.compile).
@@ -177,7 +178,7 @@ class AWACLearner:
     def _actor_stats(self, actor_loss: torch.Tensor, log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
@@ -188,7 +189,7 @@ class AWACLearner:
             "updates": self.updates,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])

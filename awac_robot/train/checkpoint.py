@@ -92,8 +92,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _NAME.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
+    numbered = [(int(match.group(1)), p) for p in folder.iterdir() if (match := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(numbered, key=lambda item: item[0])]
 
 
 def resolve_checkpoint(path: Path) -> Path:

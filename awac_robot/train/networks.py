@@ -24,6 +24,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 class ObsNormalizer(nn.Module):
     """Fixed affine map of observations; identity until `fit` is called on the offline data."""
 
+    mean: torch.Tensor  # buffers, registered below (nn.Module types attribute lookups as Tensor | Module)
+    inv_std: torch.Tensor
+
     def __init__(self, obs_dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(obs_dim))
@@ -140,7 +143,8 @@ class CriticEnsemble(nn.Module):
             x = torch.baddbmm(b, self._activation(x), w)
         # The output layer has one column: as a product and row sum it is the same dot product, but a
         # batched matmul with a single output column runs several times slower here (docs/benchmarks.md).
-        w_out, b_out = self.weights[-1], self.biases[-1]
+        w_out: torch.Tensor = self.weights[-1]  # a ParameterList item types as Any
+        b_out: torch.Tensor = self.biases[-1]
         return (self._activation(x) * w_out.transpose(1, 2)).sum(-1) + b_out.squeeze(-1)
 
     def _activation(self, x: torch.Tensor) -> torch.Tensor:

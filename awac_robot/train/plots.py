@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,7 @@ def success_curve(runs: Sequence[Run], phase: str) -> SuccessCurve:
     return SuccessCurve(x, np.array(mean), np.array(low), np.array(high), per_run)
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
