@@ -273,3 +273,14 @@ def test_explore_noise_must_be_finite_multiples(store: Path, tmp_path: Path, cap
         config.write_text(yaml.safe_dump({**TINY, "offline_steps": 2}) + f"explore_noise: {bad}\n")
         assert main(["train", "--task", "door", "--store", str(store), "--config", str(config)]) == 2
         assert "config key 'explore_noise' needs one or more finite multiples in [0, 10]" in capsys.readouterr().err
+
+
+def test_explore_choice_and_memory_are_checked(store: Path, tmp_path: Path, capsys) -> None:
+    for key, bad, message in (
+        ("explore_choice", "ucb", "must be one of ('cycle', 'bandit')"),
+        ("explore_memory", "0", "must be >= 1 (episodes)"),
+    ):
+        config = tmp_path / "bad.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "offline_steps": 2}) + f"{key}: {bad}\n")
+        assert main(["train", "--task", "door", "--store", str(store), "--config", str(config)]) == 2
+        assert f"config key '{key}' {message}" in capsys.readouterr().err

@@ -121,10 +121,15 @@ def evaluations(rows: list[dict]) -> list[tuple]:
     return [(r["phase"], r["updates"], r["env_steps"], r["eval_success"]) for r in rows if "eval_success" in r]
 
 
+#: the bandit's noise choices depend on the outcomes of earlier episodes: a resume must rebuild them
+EXPLORATION = {"cycle": {}, "bandit": {"explore_noise": [0.0, 0.3, 1.0], "explore_choice": "bandit"}}
+
+
+@pytest.mark.parametrize("exploration", EXPLORATION)
 def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
-    demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exploration: str, demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = config_file(tmp_path, checkpoint_interval=200)
+    config = config_file(tmp_path, checkpoint_interval=200, **EXPLORATION[exploration])
     offline, online = 50, 1000  # 20 episodes; online checkpoints after episodes 4, 8, 12 and 16
     whole_store, whole = copy_store(demos, tmp_path / "whole.zarr"), tmp_path / "whole"
     assert main(finetune(whole_store, whole, config, offline, online)) == 0
@@ -160,14 +165,20 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
     resumes = [r for r in rows if r.get("event") == "resume"]
     redos = [r for r in rows if r.get("event") == "redo"]
     assert len(resumes) == 2 and resumes[0]["checkpoint"] == f"ckpt_{offline:09d}.pt"
-    assert resumes[0]["redo_evals"] == [offline]  # the second kill may or may not find one outstanding
-    assert offline not in resumes[1]["redo_evals"]
+    assert resumes[0]["redo_evals"] == [offline]
+    # The second kill may find any evaluation outstanding, the redone one included when its worker is slow (load):
+    # then it is logged once more. Either way the log holds it at least twice: logged, killed, redone ...
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["updates"] for r in logged if "eval_success" in r].count(offline) == 2  # logged, killed, redone ...
+    assert [r["updates"] for r in logged if "eval_success" in r].count(offline) >= 2
     assert resumes[0]["redo_episodes"] >= 2  # everything the killed process had stored
     assert [r["env_steps"] for r in redos] == [50 * r["redo_episodes"] for r in resumes if r["redo_episodes"]]
     assert all(r["actions_reproduced"] == r["env_steps"] for r in redos)  # the redo drew the actions it had taken
     assert evaluations(rows) == evaluations(RunLog(whole).rows())  # ... and counted once: redone rows replace theirs
+    noise = {r["explore_noise"] for r in rows if "explore_noise" in r}
+    if exploration == "cycle":
+        assert noise == {1.0}
+    else:
+        assert len(noise) > 1  # the bandit's choices varied, and the killed run made the same ones
 
 
 def test_a_second_run_pretrains_on_demonstrations_only_unless_asked(

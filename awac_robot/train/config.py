@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, UpdateConfig
+from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
@@ -78,10 +79,14 @@ class TrainConfig:
     # The mean the online exploration samples around: "actor" (the paper's: the actor being trained) or "policy"
     # (the evaluated policy: the averaged actor when policy_average is set), always with the actor's learned std.
     explore_mean: str = "actor"
-    # Multiples of the actor's std the exploration noise is drawn with, one per online episode in turn (episode i
-    # uses explore_noise[i % len]): (1.0,) is the paper's. A ladder such as (1.0, 0.3, 0.1, 0.0) is Ape-X's answer
-    # to not knowing how much noise a task tolerates (Horgan et al. 2018: a different epsilon per actor).
+    # Multiples of the actor's std the exploration noise is drawn with, one per online episode (explore_choice
+    # says which): (1.0,) is the paper's. Several are an answer to not knowing how much noise a task tolerates.
     explore_noise: tuple[float, ...] = (1.0,)
+    # How each online episode picks its multiple from explore_noise: "cycle" (in turn) or "bandit" (Thompson
+    # sampling on the success of earlier episodes explored with each; train/noise_choice.py says why).
+    explore_choice: str = "cycle"
+    # Episodes over which the bandit's evidence fades (an arm ruled out early is tried again later).
+    explore_memory: int = 50
     # The offline weights the online phase starts from: "last" (after offline_steps updates, the paper's) or
     # "best" (the learner as it was at the offline evaluation with the highest success, earliest of equals).
     handover: str = "last"
@@ -136,6 +141,8 @@ class TrainConfig:
             "explore_noise",
             "needs one or more finite multiples in [0, 10]",
         )
+        self._require(self.explore_choice in RULES, "explore_choice", f"must be one of {RULES}")
+        self._require(self.explore_memory >= 1, "explore_memory", "must be >= 1 (episodes)")
         self._require(self.handover in HANDOVERS, "handover", f"must be one of {HANDOVERS}")
         self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")

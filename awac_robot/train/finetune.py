@@ -60,6 +60,7 @@ from awac_robot.train.explorer import (
     exploring_networks,
     one_update_behind,
 )
+from awac_robot.train.noise_choice import NoiseChooser
 from awac_robot.train.replay import Replay
 from awac_robot.train.runlog import RunLog, format_row
 from awac_robot.train.sources import select
@@ -67,6 +68,8 @@ from awac_robot.train.store_record import StoreRecord
 from awac_robot.train.worker import WorkerError
 
 EPISODE_SEED_STRIDE = 100_000
+#: online episodes the logged exploration success and noise multiple are averaged over
+RECENT_EPISODES = 20
 
 
 class TrainingError(RuntimeError):
@@ -157,6 +160,9 @@ class Trainer:
             raise
         self.learner: AWACLearner = build_learner(config, self.spec, self.replay.offline_obs())
         self.explore_rng = torch.Generator().manual_seed(config.seed + 2)
+        self.noise = NoiseChooser(config.explore_noise, config.explore_choice, config.explore_memory, config.seed)
+        for solved in self._kept_solved:  # the checkpointed online episodes, as they chose their noise
+            self.noise.record(bool(solved))
         #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
         self.offline_best: dict[str, Any] | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +224,7 @@ class Trainer:
         )
         own = np.flatnonzero(meta["source"] == self.online_source)
         kept, redo = own[: c.online_episodes], own[c.online_episodes :]
+        self._kept_solved = meta["success"][kept]
         if len(kept) < c.online_episodes or int(meta["length"][kept].sum()) != c.env_steps:
             raise StoreError(
                 f"store {self.store.path} holds {len(own)} online episodes of run {self.run_id} "
@@ -332,6 +339,9 @@ class Trainer:
         if self._stats:
             for key in self._stats[0]:
                 row[key] = float(torch.stack([s[key] for s in self._stats]).mean())
+        recent = self.noise.recent(RECENT_EPISODES) if phase == "online" else None
+        if recent is not None:
+            row["explore_success"], row["explore_noise"] = recent
         self.record(row)
         self._stats.clear()
         self._log_clock = (time.perf_counter(), self.counters.updates)
@@ -384,11 +394,6 @@ class Trainer:
         )
         assert self.evaluator is not None
         self.evaluator.draw_curve(self.run_dir)
-
-    def explore_scale(self) -> float:
-        """The exploration noise's multiple of the actor's std for the episode now starting (`explore_noise`)."""
-        noise = self.config.explore_noise
-        return noise[self.counters.online_episodes % len(noise)]
 
     # -- the phases ----------------------------------------------------------------------------
 
@@ -483,13 +488,13 @@ class Trainer:
         while c.env_steps < cfg.online_steps:
             assert self.explorer is not None
             seed = (cfg.seed + 1) * EPISODE_SEED_STRIDE + c.online_episodes
-            budget, scale = cfg.online_steps - c.env_steps, self.explore_scale()
+            budget, scale = cfg.online_steps - c.env_steps, self.noise.next_scale()
             for step in self.explorer.steps(seed, budget, self.explore_rng, scale, self.online_source):
                 self.learn_from_step(step, bar)
             episode, explore_state = self.explorer.finish()
             self.explore_rng.set_state(explore_state)
             self.store.append(episode, spec=self.spec)
-            self.end_episode()
+            self.end_episode(episode.solved)
         bar.update(c.env_steps - bar.n)
         bar.close()
         if c.env_steps % cfg.eval_interval != 0:
@@ -526,10 +531,10 @@ class Trainer:
         for index, episode in enumerate(self.store.episodes()):
             if index not in wanted:
                 continue
-            for step in one_update_behind(stored_steps(episode, self.explore_scale()), publish):
+            for step in one_update_behind(stored_steps(episode, self.noise.next_scale()), publish):
                 self.learn_from_step(step, bar)
             steps += episode.length
-            self.end_episode()
+            self.end_episode(episode.solved)
         self.log.write(
             {
                 "event": "redo",
@@ -554,8 +559,9 @@ class Trainer:
             bar.update(c.env_steps - bar.n)
             bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
 
-    def end_episode(self) -> None:
+    def end_episode(self, solved: bool) -> None:
         """Checkpoints are taken here only, on episode boundaries, so their counters match the store."""
         self.counters.online_episodes += 1
+        self.noise.record(solved)
         if self.counters.updates >= self._next_checkpoint:
             self.checkpoint()
