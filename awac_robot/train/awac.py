@@ -81,7 +81,7 @@ def advantage_weights(
         z = (advantage - advantage.max()) / advantage.std().clamp_min(1e-6)
         p = torch.softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], 1)  # one row per temperature
         enough = 1.0 / p.square().sum(1) >= target_ess * n  # ESS grows with the temperature
-        enough[-1] = True  # the flattest: ESS within 1% of n for any batch of finite advantages
+        enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
         return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
     if scale == "batch_std":
         advantage = advantage / advantage.std().clamp_min(1e-6)
