@@ -9,7 +9,7 @@ import torch
 from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytestmark
 
 from awac_robot.spec import TaskSpec
-from awac_robot.train.awac import Batch, NonFiniteError, advantage_weights
+from awac_robot.train.awac import ESS_TEMPERATURES, Batch, NonFiniteError, advantage_weights
 from awac_robot.train.build import build_learner
 from awac_robot.train.config import ConfigError, TrainConfig, from_dict, load_config
 from awac_robot.train.networks import CriticEnsemble
@@ -41,6 +41,41 @@ def test_batch_std_weights_do_not_depend_on_the_scale_of_q() -> None:
     torch.testing.assert_close(small, advantage_weights(advantage, advantage.std().item()))  # lambda * std(A)
     assert not torch.allclose(advantage_weights(100.0 * advantage, 1.0), advantage_weights(advantage, 1.0))
     torch.testing.assert_close(advantage_weights(torch.full((4,), -3.0), 1.0, "batch_std"), torch.ones(4))
+
+
+def ess(weights: torch.Tensor) -> float:
+    return float(weights.sum().square() / weights.dot(weights))
+
+
+@pytest.mark.parametrize("target", [0.1, 0.25, 0.5])
+def test_ess_weights_hold_their_effective_sample_size_whatever_the_advantages_look_like(target: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    normal = torch.randn(256, generator=generator)
+    shapes = {
+        "small (door-human)": 0.1 * normal,
+        "heavy-tailed (door-paper)": 5.0 * normal**3,
+        "one outlier": torch.cat([torch.zeros(255), torch.tensor([50.0])]),
+    }
+    for name, advantage in shapes.items():
+        weights = advantage_weights(advantage, 1.0, "ess", target)
+        assert weights.sum().item() == pytest.approx(256, rel=1e-5), name
+        assert ess(weights) >= target * 256, name
+        # the weights of the sharpest temperature on the grid that holds the target, found by trying each in turn
+        tried = [ess(advantage_weights(advantage, t * advantage.std().item())) for t in ESS_TEMPERATURES.tolist()]
+        chosen = min(i for i, value in enumerate(tried) if value >= target * 256)
+        assert chosen > 0, name  # a target the sharpest temperature already holds would not test the choice
+        torch.testing.assert_close(
+            weights, advantage_weights(advantage, ESS_TEMPERATURES[chosen].item() * advantage.std().item())
+        )
+        torch.testing.assert_close(advantage_weights(1e3 * advantage - 7.0, 1.0, "ess", target), weights)
+        assert weights.argmax() == advantage.argmax(), name
+    torch.testing.assert_close(advantage_weights(torch.full((8,), -3.0), 1.0, "ess"), torch.ones(8))
+
+
+def test_target_ess_is_checked() -> None:
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="'target_ess' must"):
+            TrainConfig(target_ess=bad)
 
 
 def test_an_unknown_advantage_scale_is_refused_by_the_config() -> None:

@@ -126,6 +126,8 @@ class Reference:
                 advantage = qs.min(0).values - value
                 spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
                 scaled = advantage / spread / cfg.awr_lambda
+                if cfg.advantage_scale == "ess":
+                    scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess))
                 exp = torch.exp(scaled - scaled.max())  # exp(A / lambda) up to a constant that cancels
                 weights = len(advantage) * exp / exp.sum()
             actor_loss = -(log_prob * weights).mean()
@@ -156,6 +158,17 @@ class Reference:
         return stats
 
 
+def ess_temperature(advantage: torch.Tensor, target: float) -> float:
+    """The smallest temperature (in units of std(A)) of the grid 10^(-2 + k / 16) whose weights hold the ESS."""
+    z = advantage / advantage.std()
+    for k in range(65):
+        temperature = 10.0 ** (-2 + k / 16)
+        p = torch.softmax(z / temperature, 0)
+        if 1.0 / p.square().sum().item() >= target * len(advantage):
+            return temperature
+    return 100.0
+
+
 def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
     pairs = [
         (learner.actor, reference.actor),
@@ -174,10 +187,11 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         CONFIG,
         CONFIG.replace(critic_layer_norm=False, policy_average=None, critic_members=3),
         CONFIG.replace(advantage_scale="batch_std"),
+        CONFIG.replace(advantage_scale="ess"),
         CONFIG.replace(algo="bc"),
         CONFIG.replace(compile=True),
     ],
-    ids=["awac", "awac-plain-critics", "awac-batch-std", "bc", "awac-compiled"],
+    ids=["awac", "awac-plain-critics", "awac-batch-std", "awac-ess", "bc", "awac-compiled"],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)

@@ -39,8 +39,10 @@ class UpdateConfig:
     reward_offset: float
     #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
     policy_average: float | None = None
-    #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch)
+    #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch); "ess": lambda per
+    #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch
     advantage_scale: str = "none"
+    target_ess: float = 0.25
 
 
 @dataclass
@@ -52,17 +54,35 @@ class Batch:
     terminal: torch.Tensor
 
 
-ADVANTAGE_SCALES = ("none", "batch_std")
+ADVANTAGE_SCALES = ("none", "batch_std", "ess")
+#: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
+ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
 
-def advantage_weights(advantage: torch.Tensor, awr_lambda: float, scale: str = "none") -> torch.Tensor:
+def advantage_weights(
+    advantage: torch.Tensor, awr_lambda: float, scale: str = "none", target_ess: float = 0.25
+) -> torch.Tensor:
     """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing.
 
     With `scale="batch_std"` the advantages are first divided by their standard deviation over
     the batch, so lambda no longer depends on the scale of Q (reward scale, horizon, how far Q
     has propagated): the same lambda gives the same spread of weights on any task. A batch of
     equal advantages gets equal weights either way.
+
+    With `scale="ess"` lambda is chosen per batch: the sharpest of `ESS_TEMPERATURES` (times
+    std(A)) whose weights keep an effective sample size of at least `target_ess` of the batch.
+    A fixed lambda gives near-uniform weights where advantages are small (door from 25 human
+    demos: ESS 150-240 of 256, nearly BC, which copies failed exploration online) and weights on
+    a handful of rows where they are heavy-tailed (door-paper under "batch_std": ESS 3-5);
+    holding the ESS fixes how many rows each update imitates, whatever the scale or shape of A.
     """
+    if scale == "ess":
+        n = advantage.shape[0]
+        z = (advantage - advantage.max()) / advantage.std().clamp_min(1e-6)
+        p = torch.softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], 1)  # one row per temperature
+        enough = 1.0 / p.square().sum(1) >= target_ess * n  # ESS grows with the temperature
+        enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
+        return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
     if scale == "batch_std":
         advantage = advantage / advantage.std().clamp_min(1e-6)
     return torch.softmax(advantage / awr_lambda, 0) * advantage.shape[0]
@@ -156,7 +176,7 @@ class AWACLearner:
             value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
             q = q.detach()
             advantage = q.amin(0) - value
-            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale)
+            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess)
 
         actor_loss = -(log_prob * weights).mean()
         with torch.no_grad():

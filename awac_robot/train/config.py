@@ -65,8 +65,10 @@ class TrainConfig:
     # collapsed onto a few samples per batch and online success fell later on.
     awr_lambda: float = 1.0
     # "none": the paper's A / lambda; "batch_std": A / (lambda * std(A) in the batch), a temperature that does
-    # not depend on the scale of Q (docs/benchmarks.md has what it measured on the suite).
+    # not depend on the scale of Q; "ess": lambda chosen per batch (awr_lambda unused) to hold the weights'
+    # effective sample size at target_ess of the batch (docs/benchmarks.md has what each measured).
     advantage_scale: str = "none"
+    target_ess: float = 0.25
     # Paper: 1024. Per wall-clock second on one CPU core, 256 learns about as well and steps the env 3.5x faster.
     batch_size: int = 256
     # r' = r * scale + offset. A smaller scale shrinks the advantages like a larger lambda (closer to BC).
@@ -134,6 +136,7 @@ class TrainConfig:
         self._require(0 < self.target_tau <= 1, "target_tau", "must be in (0, 1]")
         self._require(self.awr_lambda > 0, "awr_lambda", "must be > 0")
         self._require(self.advantage_scale in ADVANTAGE_SCALES, "advantage_scale", f"must be one of {ADVANTAGE_SCALES}")
+        self._require(0 < self.target_ess <= 1, "target_ess", "must be in (0, 1] (a share of the batch)")
         self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
         noise = self.explore_noise
         self._require(
@@ -174,6 +177,7 @@ class TrainConfig:
             reward_offset=self.reward_offset,
             policy_average=self.policy_average,
             advantage_scale=self.advantage_scale,
+            target_ess=self.target_ess,
         )
 
     def to_dict(self) -> dict[str, Any]:
