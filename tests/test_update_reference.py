@@ -124,10 +124,11 @@ class Reference:
             with torch.no_grad():
                 value = min_over_members(self.critic, batch.obs, self.policy_sample(mean))
                 advantage = qs.min(0).values - value
-                spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
-                scaled = advantage / spread / cfg.awr_lambda
                 if cfg.advantage_scale == "ess":
                     scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess))
+                else:
+                    spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
+                    scaled = advantage / spread / cfg.awr_lambda
                 exp = torch.exp(scaled - scaled.max())  # exp(A / lambda) up to a constant that cancels
                 weights = len(advantage) * exp / exp.sum()
             actor_loss = -(log_prob * weights).mean()

@@ -76,16 +76,18 @@ def advantage_weights(
     a handful of rows where they are heavy-tailed (door-paper under "batch_std": ESS 3-5);
     holding the ESS fixes how many rows each update imitates, whatever the scale or shape of A.
     """
-    if scale == "ess":
-        n = advantage.shape[0]
-        z = (advantage - advantage.max()) / advantage.std().clamp_min(1e-6)
-        p = torch.softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], 1)  # one row per temperature
-        enough = 1.0 / p.square().sum(1) >= target_ess * n  # ESS grows with the temperature
-        enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
-        return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
+    n = advantage.shape[0]
+    if scale == "none":
+        return torch.softmax(advantage / awr_lambda, 0) * n
+    z = advantage / advantage.std().clamp_min(1e-6)
     if scale == "batch_std":
-        advantage = advantage / advantage.std().clamp_min(1e-6)
-    return torch.softmax(advantage / awr_lambda, 0) * advantage.shape[0]
+        return torch.softmax(z / awr_lambda, 0) * n
+    if scale != "ess":
+        raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
+    p = torch.softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], 1)  # one row per temperature
+    enough = 1.0 / p.square().sum(1) >= target_ess * n  # ESS grows with the temperature
+    enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
+    return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
 
 
 class NonFiniteError(RuntimeError):
