@@ -109,8 +109,10 @@ class Reference:
         cfg = self.cfg
         mean = actor_mean(self.actor, batch.obs)
         log_prob = torch.distributions.Normal(mean, self.std()).log_prob(batch.action).sum(-1)
+        # imitate_online: solved -- the rows left out of imitation count for nothing in the actor's loss
+        imitate = batch.imitate.float() if cfg.imitate_online == "solved" else torch.ones_like(log_prob)
         if cfg.algo == "bc":
-            actor_loss = -log_prob.mean()
+            actor_loss = -(log_prob * imitate).sum() / imitate.sum()
             loss, stats = actor_loss, {}
         else:
             with torch.no_grad():
@@ -129,7 +131,7 @@ class Reference:
                 else:
                     spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
                     scaled = advantage / spread / cfg.awr_lambda
-                exp = torch.exp(scaled - scaled.max())  # exp(A / lambda) up to a constant that cancels
+                exp = torch.exp(scaled - scaled[imitate > 0].max()) * imitate  # exp(A / lambda) up to a constant
                 weights = len(advantage) * exp / exp.sum()
             actor_loss = -(log_prob * weights).mean()
             loss = actor_loss + critic_loss
@@ -156,6 +158,8 @@ class Reference:
         stats["actor_loss"] = actor_loss.item()
         stats["log_prob"] = log_prob.mean().item()
         stats["log_std"] = self.actor.log_std.clamp(cfg.log_std_min, cfg.log_std_max).mean().item()
+        if cfg.imitate_online == "solved":
+            stats["imitated"] = imitate.mean().item()
         return stats
 
 
@@ -191,8 +195,21 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         CONFIG.replace(advantage_scale="ess"),
         CONFIG.replace(algo="bc"),
         CONFIG.replace(compile=True),
+        CONFIG.replace(imitate_online="solved"),
+        CONFIG.replace(algo="bc", imitate_online="solved"),
+        CONFIG.replace(imitate_online="solved", compile=True),
     ],
-    ids=["awac", "awac-plain-critics", "awac-batch-std", "awac-ess", "bc", "awac-compiled"],
+    ids=[
+        "awac",
+        "awac-plain-critics",
+        "awac-batch-std",
+        "awac-ess",
+        "bc",
+        "awac-compiled",
+        "awac-solved",
+        "bc-solved",
+        "awac-solved-compiled",
+    ],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)
@@ -200,6 +217,8 @@ def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainCo
     reference = Reference(learner, config)
     for _ in range(UPDATES):
         batch = door_replay.sample(config.batch_size)
+        if config.imitate_online == "solved":  # the episode's rows are offline, all imitated: leave a third out
+            batch.imitate = torch.arange(config.batch_size) % 3 != 0
         got = {k: v.item() for k, v in learner.update(batch).items()}
         want = reference.update(batch)
         assert got.keys() == want.keys()
