@@ -11,7 +11,7 @@ from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytes
 from awac_robot.spec import TaskSpec
 from awac_robot.train.awac import ESS_TEMPERATURES, Batch, NonFiniteError, advantage_weights
 from awac_robot.train.build import build_learner
-from awac_robot.train.config import ConfigError, TrainConfig, from_dict, load_config
+from awac_robot.train.config import ConfigError, TrainConfig, from_dict, from_saved, load_config
 from awac_robot.train.networks import CriticEnsemble
 from awac_robot.train.replay import Replay
 
@@ -119,6 +119,13 @@ def test_target_ess_is_checked() -> None:
 def test_an_unknown_imitate_online_rule_is_refused_by_the_config() -> None:
     with pytest.raises(ConfigError, match="'imitate_online' must be one of"):
         TrainConfig(imitate_online="succeeded")
+
+
+def test_a_saved_config_that_predates_a_changed_default_keeps_the_value_it_ran_with() -> None:
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if k != "imitate_online"}  # saved before the key
+    assert TrainConfig().imitate_online == "solved"
+    assert from_saved(saved, "checkpoint").imitate_online == "all"
+    assert from_saved({**saved, "imitate_online": "solved"}, "checkpoint").imitate_online == "solved"
 
 
 def test_an_unknown_advantage_scale_is_refused_by_the_config() -> None:

@@ -43,9 +43,9 @@ class UpdateConfig:
     #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch
     advantage_scale: str = "none"
     target_ess: float = 0.25
-    #: "all": the actor imitates every replay row (the paper); "solved": offline rows and the rows of solved online
-    #: episodes only (`Batch.imitate`); the critic learns from every row either way
-    imitate_online: str = "all"
+    #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
+    #: "all": every replay row (the paper). The critic learns from every row either way
+    imitate_online: str = "solved"
 
 
 @dataclass

@@ -51,7 +51,7 @@ from awac_robot.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
+from awac_robot.train.config import TrainConfig, from_saved, save_config, setup_torch
 from awac_robot.train.eval_worker import EvalRequest, EvalWorker
 from awac_robot.train.explorer import (
     ExplorerWorker,
@@ -145,7 +145,7 @@ class Trainer:
                 raise TrainingError("a new run needs a config and a store")
             self.run_id = new_run_id(self.run_dir)
         else:
-            config = from_dict(state["config"], f"{state['path']} config")
+            config = from_saved(state["config"], f"{state['path']} config")
             self.run_id = state["run_id"]
             store_path = store_path or Path(state["store"]["path"])
         self.config = config
