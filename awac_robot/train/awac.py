@@ -4,7 +4,10 @@ Critic: ordinary off-policy Bellman backup, y = r + gamma * (1 - terminal) * min
 a' ~ pi(.|s'), with soft-updated target critics. Actor: advantage-weighted maximum
 likelihood of the *replay* actions, loss = -E[log pi(a|s) * w], with A = min_i Q_i(s, a) -
 min_i Q_i(s, a_pi) and w = batch_size * softmax(A / lambda) over the batch -- a softmax
-cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda).
+cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda). Beyond the paper,
+the softmax leaves out the online rows of episodes that were not solved (`imitate_online:
+solved`): with sparse rewards their advantages barely differ from a demonstration's, so
+imitating them copies the actor's failed exploration; the critic still learns from them.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
