@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from awac_robot.train.checkpoint import read_checkpoint, save_checkpoint
-from awac_robot.train.config import from_dict, save_config
+from awac_robot.train.config import from_saved, save_config
 from awac_robot.train.runlog import METRICS, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def fork(checkpoint: Path, store: Path, out: Path, changes: dict[str, object]) -
         sys.exit(f"fork: {checkpoint} is not at the end of an offline phase (offline_done is false)")
     if out.exists():
         sys.exit(f"fork: {out} exists; choose another OUT")
-    config = from_dict({**state["config"], **changes}, "--set")
+    config = from_saved({**state["config"], **changes}, "--set")
     state["config"] = config.to_dict()
     if config.offline_steps > state["counters"]["updates"]:  # a longer offline phase: continue it instead
         state["counters"]["offline_done"] = False

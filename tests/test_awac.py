@@ -11,7 +11,7 @@ from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytes
 from awac_robot.spec import TaskSpec
 from awac_robot.train.awac import ESS_TEMPERATURES, Batch, NonFiniteError, advantage_weights
 from awac_robot.train.build import build_learner
-from awac_robot.train.config import ConfigError, TrainConfig, from_dict, load_config
+from awac_robot.train.config import ConfigError, TrainConfig, from_dict, from_saved, load_config
 from awac_robot.train.networks import CriticEnsemble
 from awac_robot.train.replay import Replay
 
@@ -72,10 +72,60 @@ def test_ess_weights_hold_their_effective_sample_size_whatever_the_advantages_lo
     torch.testing.assert_close(advantage_weights(torch.full((8,), -3.0), 1.0, "ess"), torch.ones(8))
 
 
+@pytest.mark.parametrize("scale", ["none", "batch_std", "ess"])
+def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_their_own(scale: str) -> None:
+    advantage = 0.5 * torch.randn(64, generator=torch.Generator().manual_seed(2))
+    imitate = torch.arange(64) % 3 == 0
+    advantage[~imitate] += 10.0  # the left-out rows have the largest advantages: they must still weigh 0
+    weights = advantage_weights(advantage, 0.3, scale, 0.25, imitate)
+    assert (weights[~imitate] == 0).all()
+    assert weights.sum().item() == pytest.approx(64, rel=1e-5)  # the loss stays a weighted mean over the batch
+    if scale == "none":
+        torch.testing.assert_close(weights[imitate], 64 * torch.softmax(advantage[imitate] / 0.3, 0))
+    if scale == "ess":
+        assert ess(weights) >= 0.25 * imitate.sum().item()  # the target is a share of the imitated rows
+    nothing = torch.zeros(64, dtype=torch.bool)
+    assert (advantage_weights(advantage, 0.3, scale, 0.25, nothing) == 0).all()
+
+
+def test_imitate_online_solved_fits_the_actor_to_imitated_rows_only() -> None:
+    torch.manual_seed(0)
+    replay = bandit_replay(512)
+    for _ in range(512):  # online rows that never get marked: a failed episode, good actions or not
+        replay.add_step(
+            torch.zeros(OBS).numpy(), torch.tensor([-0.9, 0.9]).numpy(), 0.0, torch.zeros(OBS).numpy(), True
+        )
+    configs = {rule: SMALL.replace(imitate_online=rule) for rule in ("all", "solved")}
+    learners = {rule: build_learner(config, toy_spec(), replay.offline_obs()) for rule, config in configs.items()}
+    for _ in range(300):
+        batch = replay.sample(SMALL.batch_size)
+        stats = {rule: learner.update(batch) for rule, learner in learners.items()}
+    assert 0.4 < stats["solved"]["imitated"].item() < 0.6 and "imitated" not in stats["all"]
+    probe = torch.zeros(1, OBS)
+    assert learners["all"].actor(probe)[0, 1].item() > 0.5  # copies the online rows' second action
+    assert abs(learners["solved"].actor(probe)[0, 1].item()) < 0.3  # the offline data's, uniform around 0
+    replay.imitate_last(512)  # the episode ended solved after all: now its rows are imitated
+    assert replay.sample(4000).imitate.float().mean().item() == 1.0
+    with pytest.raises(ValueError, match="cannot mark the last 513 rows"):
+        replay.imitate_last(513)
+
+
 def test_target_ess_is_checked() -> None:
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="'target_ess' must"):
             TrainConfig(target_ess=bad)
+
+
+def test_an_unknown_imitate_online_rule_is_refused_by_the_config() -> None:
+    with pytest.raises(ConfigError, match="'imitate_online' must be one of"):
+        TrainConfig(imitate_online="succeeded")
+
+
+def test_a_saved_config_that_predates_a_changed_default_keeps_the_value_it_ran_with() -> None:
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if k != "imitate_online"}  # saved before the key
+    assert TrainConfig().imitate_online == "solved"
+    assert from_saved(saved, "checkpoint").imitate_online == "all"
+    assert from_saved({**saved, "imitate_online": "solved"}, "checkpoint").imitate_online == "solved"
 
 
 def test_an_unknown_advantage_scale_is_refused_by_the_config() -> None:

@@ -121,8 +121,12 @@ def evaluations(rows: list[dict]) -> list[tuple]:
     return [(r["phase"], r["updates"], r["env_steps"], r["eval_success"]) for r in rows if "eval_success" in r]
 
 
-#: the bandit's noise choices depend on the outcomes of earlier episodes: a resume must rebuild them
-EXPLORATION = {"cycle": {}, "bandit": {"explore_noise": [0.0, 0.3, 1.0], "explore_choice": "bandit"}}
+#: the bandit's noise choices, and under imitate_online: solved which rows the actor is fitted to, depend on the
+#: outcomes of earlier episodes: a resume must rebuild them
+EXPLORATION = {
+    "cycle": {},
+    "bandit-solved": {"explore_noise": [0.0, 0.3, 1.0], "explore_choice": "bandit", "imitate_online": "solved"},
+}
 
 
 @pytest.mark.parametrize("exploration", EXPLORATION)
@@ -179,6 +183,10 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
         assert noise == {1.0}
     else:
         assert len(noise) > 1  # the bandit's choices varied, and the killed run made the same ones
+        with DemoStore.open(store) as reader:  # ... and marked the same rows imitated: some online episodes, not all
+            solved = reader.episode_meta()["success"][-20:]
+        assert 0 < solved.sum() < 20
+        assert all(0 < r["imitated"] < 1 for r in rows if r.get("phase") == "online" and "imitated" in r)
 
 
 def test_a_second_run_pretrains_on_demonstrations_only_unless_asked(

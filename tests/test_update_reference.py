@@ -109,8 +109,10 @@ class Reference:
         cfg = self.cfg
         mean = actor_mean(self.actor, batch.obs)
         log_prob = torch.distributions.Normal(mean, self.std()).log_prob(batch.action).sum(-1)
+        # imitate_online: solved -- the rows left out of imitation count for nothing in the actor's loss
+        imitate = batch.imitate.float() if cfg.imitate_online == "solved" else torch.ones_like(log_prob)
         if cfg.algo == "bc":
-            actor_loss = -log_prob.mean()
+            actor_loss = -(log_prob * imitate).sum() / imitate.sum()
             loss, stats = actor_loss, {}
         else:
             with torch.no_grad():
@@ -125,11 +127,11 @@ class Reference:
                 value = min_over_members(self.critic, batch.obs, self.policy_sample(mean))
                 advantage = qs.min(0).values - value
                 if cfg.advantage_scale == "ess":
-                    scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess))
+                    scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess, imitate > 0))
                 else:
                     spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
                     scaled = advantage / spread / cfg.awr_lambda
-                exp = torch.exp(scaled - scaled.max())  # exp(A / lambda) up to a constant that cancels
+                exp = torch.exp(scaled - scaled[imitate > 0].max()) * imitate  # exp(A / lambda) up to a constant
                 weights = len(advantage) * exp / exp.sum()
             actor_loss = -(log_prob * weights).mean()
             loss = actor_loss + critic_loss
@@ -156,16 +158,21 @@ class Reference:
         stats["actor_loss"] = actor_loss.item()
         stats["log_prob"] = log_prob.mean().item()
         stats["log_std"] = self.actor.log_std.clamp(cfg.log_std_min, cfg.log_std_max).mean().item()
+        if cfg.imitate_online == "solved":
+            stats["imitated"] = imitate.mean().item()
         return stats
 
 
-def ess_temperature(advantage: torch.Tensor, target: float) -> float:
-    """The smallest temperature (in units of std(A)) of the grid 10^(-2 + k / 16) whose weights hold the ESS."""
-    z = advantage / advantage.std()
+def ess_temperature(advantage: torch.Tensor, target: float, imitate: torch.Tensor) -> float:
+    """The smallest temperature (in units of std(A)) of the grid 10^(-2 + k / 16) whose weights hold the ESS.
+
+    std(A) is over the whole batch; the softmax and the ESS are over the imitated rows.
+    """
+    z = advantage[imitate] / advantage.std()
     for k in range(65):
         temperature = 10.0 ** (-2 + k / 16)
         p = torch.softmax(z / temperature, 0)
-        if 1.0 / p.square().sum().item() >= target * len(advantage):
+        if 1.0 / p.square().sum().item() >= target * len(z):
             return temperature
     return 100.0
 
@@ -191,8 +198,10 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         CONFIG.replace(advantage_scale="ess"),
         CONFIG.replace(algo="bc"),
         CONFIG.replace(compile=True),
+        CONFIG.replace(imitate_online="all"),
+        CONFIG.replace(algo="bc", imitate_online="all"),
     ],
-    ids=["awac", "awac-plain-critics", "awac-batch-std", "awac-ess", "bc", "awac-compiled"],
+    ids=["awac", "awac-plain-critics", "awac-batch-std", "awac-ess", "bc", "awac-compiled", "awac-all", "bc-all"],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)
@@ -200,6 +209,8 @@ def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainCo
     reference = Reference(learner, config)
     for _ in range(UPDATES):
         batch = door_replay.sample(config.batch_size)
+        # The episode's rows are offline, all imitated: leave a third out (imitate_online: all must ignore it).
+        batch.imitate = torch.arange(config.batch_size) % 3 != 0
         got = {k: v.item() for k, v in learner.update(batch).items()}
         want = reference.update(batch)
         assert got.keys() == want.keys()

@@ -4,7 +4,10 @@ Critic: ordinary off-policy Bellman backup, y = r + gamma * (1 - terminal) * min
 a' ~ pi(.|s'), with soft-updated target critics. Actor: advantage-weighted maximum
 likelihood of the *replay* actions, loss = -E[log pi(a|s) * w], with A = min_i Q_i(s, a) -
 min_i Q_i(s, a_pi) and w = batch_size * softmax(A / lambda) over the batch -- a softmax
-cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda).
+cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda). Beyond the paper,
+the softmax leaves out the online rows of episodes that were not solved (`imitate_online:
+solved`): with sparse rewards their advantages barely differ from a demonstration's, so
+imitating them copies the actor's failed exploration; the critic still learns from them.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -43,6 +46,9 @@ class UpdateConfig:
     #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch
     advantage_scale: str = "none"
     target_ess: float = 0.25
+    #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
+    #: "all": every replay row (the paper). The critic learns from every row either way
+    imitate_online: str = "solved"
 
 
 @dataclass
@@ -52,15 +58,22 @@ class Batch:
     reward: torch.Tensor
     next_obs: torch.Tensor
     terminal: torch.Tensor
+    #: per row, whether the actor may imitate it (offline, or from a solved online episode); None: every row
+    imitate: torch.Tensor | None = None
 
 
 ADVANTAGE_SCALES = ("none", "batch_std", "ess")
+IMITATE_ONLINE = ("all", "solved")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
 ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
 
 def advantage_weights(
-    advantage: torch.Tensor, awr_lambda: float, scale: str = "none", target_ess: float = 0.25
+    advantage: torch.Tensor,
+    awr_lambda: float,
+    scale: str = "none",
+    target_ess: float = 0.25,
+    imitate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing.
 
@@ -75,19 +88,34 @@ def advantage_weights(
     demos: ESS 150-240 of 256, nearly BC, which copies failed exploration online) and weights on
     a handful of rows where they are heavy-tailed (door-paper under "batch_std": ESS 3-5);
     holding the ESS fixes how many rows each update imitates, whatever the scale or shape of A.
+
+    `imitate` (a boolean per row) leaves rows out of the softmax: they weigh 0 and the others
+    still sum to batch_size, so the loss stays a weighted mean of the rows that are imitated.
+    With no row imitated every weight is 0. std(A) is taken over the whole batch either way.
     """
     n = advantage.shape[0]
     if scale == "none":
-        return torch.softmax(advantage / awr_lambda, 0) * n
+        return _softmax(advantage / awr_lambda, imitate) * n
     z = advantage / advantage.std().clamp_min(1e-6)
     if scale == "batch_std":
-        return torch.softmax(z / awr_lambda, 0) * n
+        return _softmax(z / awr_lambda, imitate) * n
     if scale != "ess":
         raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
-    p = torch.softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], 1)  # one row per temperature
-    enough = 1.0 / p.square().sum(1) >= target_ess * n  # ESS grows with the temperature
+    p = _softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], imitate)  # one row per temperature
+    rows = n if imitate is None else imitate.sum()
+    enough = 1.0 / p.square().sum(1) >= target_ess * rows  # ESS grows with the temperature
     enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
     return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
+
+
+def _softmax(logits: torch.Tensor, imitate: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last axis, over the `imitate` rows only when given (zeros where none is)."""
+    if imitate is None:
+        return torch.softmax(logits, -1)
+    # Shift by the largest imitated logit (by any logit when none is: every weight is then 0 anyway).
+    shift = torch.where(imitate, logits, logits.amin(-1, keepdim=True)).amax(-1, keepdim=True)
+    e = torch.where(imitate, torch.exp(logits - shift), 0.0)
+    return e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
 class NonFiniteError(RuntimeError):
@@ -104,6 +132,8 @@ class AWACLearner:
             raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
         if config.advantage_scale not in ADVANTAGE_SCALES:
             raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {config.advantage_scale!r}")
+        if config.imitate_online not in IMITATE_ONLINE:
+            raise ValueError(f"imitate_online must be one of {IMITATE_ONLINE}, got {config.imitate_online!r}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -157,9 +187,13 @@ class AWACLearner:
         cfg, actor, critic = self.config, self.actor, self.critic
         mean = actor(batch.obs)
         log_prob = actor.log_prob(mean, batch.action)
+        imitate = batch.imitate if cfg.imitate_online == "solved" else None
         if noise is None:  # behaviour cloning
-            actor_loss = -log_prob.mean()
-            return actor_loss, self._actor_stats(actor_loss, log_prob)
+            if imitate is None:
+                actor_loss = -log_prob.mean()
+            else:
+                actor_loss = -(log_prob * _softmax(torch.zeros_like(log_prob), imitate)).sum()
+            return actor_loss, self._actor_stats(actor_loss, log_prob, imitate)
         next_noise, pi_noise = noise
 
         with torch.no_grad():
@@ -178,7 +212,7 @@ class AWACLearner:
             value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
             q = q.detach()
             advantage = q.amin(0) - value
-            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess)
+            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess, imitate)
 
         actor_loss = -(log_prob * weights).mean()
         with torch.no_grad():
@@ -193,12 +227,17 @@ class AWACLearner:
                 adv_mean=adv_mean,
                 adv_std=adv_std,
                 weight_max=weights.max(),
-                weight_ess=weights.sum().square() / weights.dot(weights),
+                weight_ess=weights.sum().square() / weights.dot(weights).clamp_min(torch.finfo(weights.dtype).tiny),
             )
-        return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob)}
+        return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob, imitate)}
 
-    def _actor_stats(self, actor_loss: torch.Tensor, log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
+    def _actor_stats(
+        self, actor_loss: torch.Tensor, log_prob: torch.Tensor, imitate: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        stats = dict(actor_loss=actor_loss.detach(), log_prob=log_prob.detach().mean())
+        if imitate is not None:
+            stats["imitated"] = imitate.float().mean()  # the share of the batch the actor was fitted to
+        return stats
 
     def state_dict(self) -> dict[str, Any]:
         return {

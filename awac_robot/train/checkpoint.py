@@ -30,7 +30,7 @@ import torch
 
 from awac_robot.spec import TaskSpec
 from awac_robot.train.build import build_actor
-from awac_robot.train.config import TrainConfig, from_dict
+from awac_robot.train.config import TrainConfig, from_saved
 
 CHECKPOINT_DIR = "checkpoints"
 #: The policy with the highest eval success so far (the earliest of equals), kept apart from the
@@ -174,7 +174,7 @@ def load_actor(path: Path) -> LoadedActor:
     That is the averaged actor when the run kept one (`policy_average`), the one its evaluations scored.
     """
     state = read_checkpoint(path)
-    config = from_dict(state["config"], f"{state['path']} config")
+    config = from_saved(state["config"], f"{state['path']} config")
     spec = TaskSpec.from_dict(state["spec"])
     actor = build_actor(config, spec)
     actor.load_state_dict(state["learner"]["policy"])

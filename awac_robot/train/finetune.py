@@ -51,7 +51,7 @@ from awac_robot.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from awac_robot.train.config import TrainConfig, from_dict, save_config, setup_torch
+from awac_robot.train.config import TrainConfig, from_saved, save_config, setup_torch
 from awac_robot.train.eval_worker import EvalRequest, EvalWorker
 from awac_robot.train.explorer import (
     ExplorerWorker,
@@ -145,7 +145,7 @@ class Trainer:
                 raise TrainingError("a new run needs a config and a store")
             self.run_id = new_run_id(self.run_dir)
         else:
-            config = from_dict(state["config"], f"{state['path']} config")
+            config = from_saved(state["config"], f"{state['path']} config")
             self.run_id = state["run_id"]
             store_path = store_path or Path(state["store"]["path"])
         self.config = config
@@ -236,7 +236,9 @@ class Trainer:
         self.replay = Replay(
             self.spec.obs_dim, self.spec.act_dim, len(transitions) + remaining + 1, seed=self.config.seed
         )
-        self.replay.add_transitions(transitions)  # the pretraining set first, then this run's checkpointed episodes
+        # The pretraining set first (imitated), then this run's checkpointed episodes (imitated if solved).
+        solved_rows = np.repeat(meta["success"][kept], meta["length"][kept])
+        self.replay.add_transitions(transitions, np.concatenate([np.ones(self.pretraining.steps), solved_rows]))
         self.replay.mark_offline(self.pretraining.steps)
         self._redo_steps = int(meta["length"][redo].sum())
         return redo
@@ -494,7 +496,7 @@ class Trainer:
             episode, explore_state = self.explorer.finish()
             self.explore_rng.set_state(explore_state)
             self.store.append(episode, spec=self.spec)
-            self.end_episode(episode.solved)
+            self.end_episode(episode.solved, episode.length)
         bar.update(c.env_steps - bar.n)
         bar.close()
         if c.env_steps % cfg.eval_interval != 0:
@@ -534,7 +536,7 @@ class Trainer:
             for step in one_update_behind(stored_steps(episode, self.noise.next_scale()), publish):
                 self.learn_from_step(step, bar)
             steps += episode.length
-            self.end_episode(episode.solved)
+            self.end_episode(episode.solved, episode.length)
         self.log.write(
             {
                 "event": "redo",
@@ -559,9 +561,11 @@ class Trainer:
             bar.update(c.env_steps - bar.n)
             bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
 
-    def end_episode(self, solved: bool) -> None:
+    def end_episode(self, solved: bool, length: int) -> None:
         """Checkpoints are taken here only, on episode boundaries, so their counters match the store."""
         self.counters.online_episodes += 1
         self.noise.record(solved)
+        if solved:
+            self.replay.imitate_last(length)
         if self.counters.updates >= self._next_checkpoint:
             self.checkpoint()

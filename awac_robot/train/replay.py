@@ -1,9 +1,11 @@
 """The replay: offline transitions first, online ones appended after, in one packed tensor.
 
-Each row is [obs | action | reward | next_obs | terminal], so drawing a batch is one random
-index tensor and one `index_select` -- no Python work per sample. Rows below
+Each row is [obs | action | reward | next_obs | terminal | imitate], so drawing a batch is one
+random index tensor and one `index_select` -- no Python work per sample. Rows below
 `offline_size` came from the store before the run started; that split is what the
-offline/online mixing option samples from.
+offline/online mixing option samples from. `imitate` says whether the actor may be fitted to
+the row (`imitate_online: solved`): an online episode's rows are added unmarked and marked once
+the episode has ended solved.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from awac_robot.train.awac import Batch
 class Replay:
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int) -> None:
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.width = 2 * obs_dim + act_dim + 2
+        self.width = 2 * obs_dim + act_dim + 3
         self.data = torch.empty(max(capacity, 1), self.width)
         self.size = 0
         self.offline_size = 0
@@ -32,9 +34,11 @@ class Replay:
         reward: np.ndarray | torch.Tensor,
         next_obs: np.ndarray | torch.Tensor,
         terminal: np.ndarray | torch.Tensor,
+        imitate: np.ndarray | torch.Tensor,
     ) -> None:
         """Append rows (each argument has a leading batch axis)."""
-        parts = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, next_obs, terminal)]
+        columns = (obs, action, reward, next_obs, terminal, imitate)
+        parts = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in columns]
         n = parts[0].shape[0]
         parts = [p.reshape(n, -1) for p in parts]
         if self.size + n > self.data.shape[0]:
@@ -45,12 +49,25 @@ class Replay:
         self.size += n
 
     def add_step(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, done: bool) -> None:
-        self.add(obs[None], action[None], np.array([reward]), next_obs[None], np.array([float(done)]))
+        """Append one online step, not imitated until `imitate_last` marks its episode."""
+        self.add(obs[None], action[None], np.array([reward]), next_obs[None], np.array([float(done)]), np.zeros(1))
 
-    def add_transitions(self, transitions: Any) -> None:
-        """Append everything in `transitions` (anything with obs/action/reward/next_obs/terminal arrays)."""
+    def add_transitions(self, transitions: Any, imitate: np.ndarray | None = None) -> None:
+        """Append everything in `transitions` (anything with obs/action/reward/next_obs/terminal arrays).
+
+        `imitate`: one flag per row; default every row.
+        """
         t = transitions
-        self.add(t.obs, t.action, t.reward, t.next_obs, t.terminal)
+        flags = np.ones(len(t.reward)) if imitate is None else imitate
+        if len(flags) != len(t.reward):
+            raise ValueError(f"{len(flags)} imitate flags for {len(t.reward)} transitions")
+        self.add(t.obs, t.action, t.reward, t.next_obs, t.terminal, flags)
+
+    def imitate_last(self, rows: int) -> None:
+        """The last `rows` rows (an online episode that ended solved) may be imitated."""
+        if not 0 <= rows <= self.size - self.offline_size:
+            raise ValueError(f"cannot mark the last {rows} rows of {self.size - self.offline_size} online ones")
+        self.data[self.size - rows : self.size, -1] = 1.0
 
     def mark_offline(self, rows: int | None = None) -> None:
         """The first `rows` rows (default: everything added so far) are the offline data."""
@@ -80,7 +97,8 @@ class Replay:
             action=rows[:, o : o + a],
             reward=rows[:, o + a],
             next_obs=rows[:, o + a + 1 : 2 * o + a + 1],
-            terminal=rows[:, -1],
+            terminal=rows[:, -2],
+            imitate=rows[:, -1] > 0.5,
         )
 
     def offline_obs(self) -> torch.Tensor:

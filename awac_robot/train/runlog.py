@@ -99,7 +99,11 @@ def format_row(row: dict[str, Any]) -> str:
             f"return {row['eval_return']:.1f}"
         )
     shown = [("critic_loss", "critic", ".3g"), ("actor_loss", "actor", ".3g"), ("q_mean", "Q", ".3g")]
-    shown += [("weight_ess", "ESS", ".0f"), ("explore_success", "exploring success", ".2f")]
+    shown += [
+        ("weight_ess", "ESS", ".0f"),
+        ("imitated", "imitated", ".2f"),
+        ("explore_success", "exploring success", ".2f"),
+    ]
     shown += [("explore_noise", "noise", ".2f"), ("updates_per_s", "updates/s", ".0f")]
     parts = [f"{name} {row[key]:{spec}}" for key, name, spec in shown if key in row]
     return f"{where}: {', '.join(parts)}"
