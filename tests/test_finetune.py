@@ -277,7 +277,7 @@ def test_explore_noise_must_be_finite_multiples(store: Path, tmp_path: Path, cap
 
 def test_explore_choice_and_memory_are_checked(store: Path, tmp_path: Path, capsys) -> None:
     for key, bad, message in (
-        ("explore_choice", "ucb", "must be one of ('cycle', 'bandit')"),
+        ("explore_choice", "ucb", "must be one of ('cycle', 'bandit', 'fallback')"),
         ("explore_memory", "0", "must be >= 1 (episodes)"),
     ):
         config = tmp_path / "bad.yaml"

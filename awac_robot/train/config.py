@@ -88,8 +88,9 @@ class TrainConfig:
     # Multiples of the actor's std the exploration noise is drawn with, one per online episode (explore_choice
     # says which): (1.0,) is the paper's. Several are an answer to not knowing how much noise a task tolerates.
     explore_noise: tuple[float, ...] = (1.0,)
-    # How each online episode picks its multiple from explore_noise: "cycle" (in turn) or "bandit" (Thompson
-    # sampling on the success of earlier episodes explored with each; train/noise_choice.py says why).
+    # How each online episode picks its multiple from explore_noise: "cycle" (in turn), "bandit" (Thompson
+    # sampling on the success of earlier episodes explored with each, climbing from the smallest) or "fallback"
+    # (the largest unless it solves under half as often as a smaller one); train/noise_choice.py says why.
     explore_choice: str = "cycle"
     # Episodes over which the bandit's evidence fades (an arm ruled out early is tried again later).
     explore_memory: int = 50
