@@ -228,7 +228,9 @@ def test_handover_best_starts_online_from_the_best_offline_evaluation(store: Pat
 @pytest.mark.parametrize("explore_mean", ["actor", "policy"])
 def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: Path, explore_mean: str) -> None:
     out = tmp_path / "run"
-    config = write_config(tmp_path, explore_mean=explore_mean, policy_average=0.01, keep_checkpoints=10)
+    config = write_config(
+        tmp_path, explore_mean=explore_mean, explore_noise=[1.0], policy_average=0.01, keep_checkpoints=10
+    )
     assert main(finetune_args(store, out, config, offline=100, online=1)) == 0
     start = read_checkpoint(out / "checkpoints" / "ckpt_000000100.pt")  # the learner the first online step used
     actor, policy = (load_actor(out).policy, load_actor(out).policy)
@@ -248,7 +250,9 @@ def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: P
 
 def test_the_exploration_noise_ladder_goes_episode_by_episode(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    config = write_config(tmp_path, explore_noise=[0.0, 0.5], keep_checkpoints=10)
+    config = write_config(
+        tmp_path, explore_noise=[0.0, 0.5], explore_choice="cycle", explore_mean="actor", keep_checkpoints=10
+    )
     assert main(finetune_args(store, out, config, offline=100, online=201)) == 0  # two episodes: 200 steps + 1
     with DemoStore.open(store) as reopened:
         first, second = list(reopened.episodes())[-2:]
