@@ -42,7 +42,7 @@ def fork(checkpoint: Path, store: Path, out: Path, changes: dict[str, object]) -
             f" best` would), add --set offline_steps={updates}"
         )
     state["config"] = config.to_dict()
-    if config.offline_steps > state["counters"]["updates"]:  # a longer offline phase: continue it instead
+    if config.offline_steps > updates:  # a longer offline phase: continue it instead
         state["counters"]["offline_done"] = False
     state.pop("path")
     state.pop("format")
