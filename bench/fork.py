@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/fork.py RUN_CHECKPOINT STORE OUT [--set KEY=YAML .
 
 The learning issue asks what happens in the first few thousand online updates. A full suite run
 spends most of its time on the 25k offline updates, which are the same for every online setting;
-a fork starts the online phase from an offline-end checkpoint (`counters.offline_done`) with some
+a fork starts the online phase from an offline-end checkpoint (`counters.offline_done`), or from one
+inside the offline phase handed over as its end (`--set offline_steps=` its update count), with some
 config keys replaced (`--set explore_noise=[0.1] --set eval_interval=1000`), on a fresh copy of
 the scenario's cached store, through the product's own `finetune --resume`. Only keys that act
 online make sense here (the checkpoint's networks, optimizer and RNGs are kept as they were).
@@ -31,17 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def fork(checkpoint: Path, store: Path, out: Path, changes: dict[str, object]) -> list[str]:
     """Write OUT as a run stopped at the checkpoint with `changes` in its config; returns the resume command."""
     state = read_checkpoint(checkpoint)
-    if not state["counters"]["offline_done"]:
-        sys.exit(f"fork: {checkpoint} is not at the end of an offline phase (offline_done is false)")
     if out.exists():
         sys.exit(f"fork: {out} exists; choose another OUT")
     config = from_saved({**state["config"], **changes}, "--set")
+    updates = state["counters"]["updates"]
+    if not state["counters"]["offline_done"] and config.offline_steps != updates:
+        sys.exit(
+            f"fork: {checkpoint} is inside the offline phase; to hand it over as the offline end (as `handover:"
+            f" best` would), add --set offline_steps={updates}"
+        )
     state["config"] = config.to_dict()
-    if config.offline_steps > state["counters"]["updates"]:  # a longer offline phase: continue it instead
+    if config.offline_steps > updates:  # a longer offline phase: continue it instead
         state["counters"]["offline_done"] = False
     state.pop("path")
     state.pop("format")
-    updates = state["counters"]["updates"]
     save_checkpoint(out, updates, state, keep=1)
     save_config(config, out / "config.yaml")
     source = Path(checkpoint).resolve().parent.parent / METRICS

@@ -74,7 +74,8 @@ def test_short_finetune_writes_the_run_folder_and_grows_the_store(store: Path, t
     assert yaml.safe_load((out / "config.yaml").read_text())["offline_steps"] == 150
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval_success" in r]
-    assert [r["phase"] for r in evals] == ["offline", "offline", "online", "online"]
+    handed_back = len([r for r in rows if r.get("event") == "handover"])  # `handover: best` logs its evaluation again
+    assert [r["phase"] for r in evals] == ["offline"] * (2 + handed_back) + ["online", "online"]
     assert evals[-1]["env_steps"] == 250
     losses = [r for r in rows if "critic_loss" in r]
     assert losses and all(np.isfinite(r["critic_loss"]) and r["updates_per_s"] > 0 for r in losses)
@@ -228,7 +229,9 @@ def test_handover_best_starts_online_from_the_best_offline_evaluation(store: Pat
 @pytest.mark.parametrize("explore_mean", ["actor", "policy"])
 def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: Path, explore_mean: str) -> None:
     out = tmp_path / "run"
-    config = write_config(tmp_path, explore_mean=explore_mean, policy_average=0.01, keep_checkpoints=10)
+    config = write_config(
+        tmp_path, explore_mean=explore_mean, explore_noise=[1.0], policy_average=0.01, keep_checkpoints=10
+    )
     assert main(finetune_args(store, out, config, offline=100, online=1)) == 0
     start = read_checkpoint(out / "checkpoints" / "ckpt_000000100.pt")  # the learner the first online step used
     actor, policy = (load_actor(out).policy, load_actor(out).policy)
@@ -248,7 +251,9 @@ def test_exploration_samples_around_the_configured_mean(store: Path, tmp_path: P
 
 def test_the_exploration_noise_ladder_goes_episode_by_episode(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    config = write_config(tmp_path, explore_noise=[0.0, 0.5], keep_checkpoints=10)
+    config = write_config(
+        tmp_path, explore_noise=[0.0, 0.5], explore_choice="cycle", explore_mean="actor", keep_checkpoints=10
+    )
     assert main(finetune_args(store, out, config, offline=100, online=201)) == 0  # two episodes: 200 steps + 1
     with DemoStore.open(store) as reopened:
         first, second = list(reopened.episodes())[-2:]
@@ -277,7 +282,7 @@ def test_explore_noise_must_be_finite_multiples(store: Path, tmp_path: Path, cap
 
 def test_explore_choice_and_memory_are_checked(store: Path, tmp_path: Path, capsys) -> None:
     for key, bad, message in (
-        ("explore_choice", "ucb", "must be one of ('cycle', 'bandit')"),
+        ("explore_choice", "ucb", "must be one of ('cycle', 'bandit', 'fallback')"),
         ("explore_memory", "0", "must be >= 1 (episodes)"),
     ):
         config = tmp_path / "bad.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from awac_robot.train.noise_choice import NoiseChooser
 
@@ -53,9 +54,36 @@ def test_the_bandit_tries_a_failed_multiple_again_once_its_evidence_has_faded() 
     assert 3 <= len(tried) < 40, tried  # tried again and again as its failures fade, but never most of the time
 
 
-def test_the_choice_depends_only_on_the_seed_and_the_outcomes_so_far() -> None:
+def test_fallback_keeps_full_noise_where_the_task_tolerates_it() -> None:
+    """Pick-and-place-like: noise costs no successes, so nearly every episode explores with full noise."""
+    for seed in range(3):
+        chooser = NoiseChooser((0.1, 0.3, 1.0), "fallback", memory=50, seed=seed)
+        counts = np.bincount(play(chooser, {0: 0.25, 1: 0.3, 2: 0.35}, 150, seed)[30:], minlength=3)
+        assert counts[2] > 80 and counts[0] < 15, counts
+
+
+def test_fallback_gives_up_the_noise_that_costs_most_successes() -> None:
+    """Door-like: full noise never solves, so it is given up for the smaller multiples, which do."""
+    for seed in range(3):
+        chooser = NoiseChooser((0.1, 0.3, 1.0), "fallback", memory=50, seed=seed)
+        arms = play(chooser, {0: 0.45, 1: 0.13, 2: 0.0}, 150, seed)
+        counts = np.bincount(arms[30:], minlength=3)
+        assert counts[0] + counts[1] > 95 and counts[0] > 2 * counts[2], counts
+        assert 2 in arms[:5]  # with no evidence yet, the largest multiple comes first
+        assert counts[2] >= 3, counts  # and a multiple that failed is still tried now and then
+
+
+def test_fallback_keeps_a_larger_multiple_that_keeps_half_the_successes() -> None:
+    """Pen-like: full noise solves half as often as a tenth of it, which is enough to keep it in use."""
+    chooser = NoiseChooser((0.1, 1.0), "fallback", memory=50, seed=2)
+    counts = np.bincount(play(chooser, {0: 0.9, 1: 0.6}, 150, 2)[30:], minlength=2)
+    assert counts[1] > counts[0], counts
+
+
+@pytest.mark.parametrize("rule", ["bandit", "fallback"])
+def test_the_choice_depends_only_on_the_seed_and_the_outcomes_so_far(rule: str) -> None:
     history = [True, False, False, True, False, False, False, True]
-    first, second = (NoiseChooser((0.0, 0.3, 1.0), "bandit", memory=20, seed=7) for _ in range(2))
+    first, second = (NoiseChooser((0.0, 0.3, 1.0), rule, memory=20, seed=7) for _ in range(2))
     for solved in history:
         first.record(solved)
         second.record(solved)

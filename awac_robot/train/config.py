@@ -82,20 +82,23 @@ class TrainConfig:
     # memory), because with batch-softmax weights one sample can carry a third of a batch's gradient and the
     # actor's success jitters between evaluations. null = the actor itself, as in the paper.
     policy_average: float | None = 0.005
-    # The mean the online exploration samples around: "actor" (the paper's: the actor being trained) or "policy"
-    # (the evaluated policy: the averaged actor when policy_average is set), always with the actor's learned std.
-    explore_mean: str = "actor"
+    # The mean the online exploration samples around: "policy" (the evaluated policy: the averaged actor when
+    # policy_average is set) or "actor" (the paper's: the actor being trained, which jitters far below its
+    # average), always with the actor's learned std.
+    explore_mean: str = "policy"
     # Multiples of the actor's std the exploration noise is drawn with, one per online episode (explore_choice
-    # says which): (1.0,) is the paper's. Several are an answer to not knowing how much noise a task tolerates.
-    explore_noise: tuple[float, ...] = (1.0,)
-    # How each online episode picks its multiple from explore_noise: "cycle" (in turn) or "bandit" (Thompson
-    # sampling on the success of earlier episodes explored with each; train/noise_choice.py says why).
-    explore_choice: str = "cycle"
-    # Episodes over which the bandit's evidence fades (an arm ruled out early is tried again later).
+    # says which); the paper's is (1.0,). Several, because how much noise a task tolerates is not known ahead.
+    explore_noise: tuple[float, ...] = (0.1, 0.3, 1.0)
+    # How each online episode picks its multiple from explore_noise: "cycle" (in turn), "bandit" (Thompson
+    # sampling on the success of earlier episodes explored with each, climbing from the smallest) or "fallback"
+    # (the largest unless it solves under half as often as a smaller one); train/noise_choice.py says why.
+    explore_choice: str = "fallback"
+    # Episodes over which the evidence of bandit and fallback fades (an arm ruled out early is tried again later).
     explore_memory: int = 50
-    # The offline weights the online phase starts from: "last" (after offline_steps updates, the paper's) or
-    # "best" (the learner as it was at the offline evaluation with the highest success, earliest of equals).
-    handover: str = "last"
+    # The offline weights the online phase starts from: "best" (the learner as it was at the offline evaluation
+    # with the highest success, earliest of equals) or "last" (after offline_steps updates, the paper's), since
+    # offline success often peaks early and then falls.
+    handover: str = "best"
 
     # data: the store sources pretrained on (train/sources.py); default every demonstration, no online episodes
     sources: tuple[str, ...] = DEMONSTRATIONS

@@ -15,6 +15,15 @@ recently solved an episode. A few early episodes with more noise than the task t
 enough to wreck a fragile offline policy (door-human: 45% to 0% within 2000 env steps when an
 unconstrained bandit tried every multiple first), so larger noise has to earn its turn.
 
+`fallback` goes the other way, for a trainer that imitates solved episodes only (`imitate_online:
+solved`), where a failed noisy episode no longer teaches the actor anything wrong: explore with
+the largest multiple unless it solves less than half as often as a smaller one does. Noise is
+what finds new successes, so it is given up only where it costs most of them (the Adroit doors,
+where full noise solves nothing), and kept where the task tolerates it (pick-and-place), which
+the climbing bandit did not do. Each episode draws one success rate per multiple from its Beta
+posterior and takes the largest multiple whose draw is at least `FALLBACK_SHARE` of the best
+draw, so a multiple that has failed is still tried now and then, less often the more it failed.
+
 The choice is a function of the run's seed and the success flags of its earlier online episodes
 only, so a resumed run rebuilds it from the episodes in the store and chooses as the
 uninterrupted run did.
@@ -26,9 +35,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-RULES = ("cycle", "bandit")
+RULES = ("cycle", "bandit", "fallback")
 #: faded successes a multiple must show before the next larger one may be tried (about one recent success)
 CLIMB_EVIDENCE = 0.5
+#: under `fallback`, the share of the best multiple's (sampled) success a larger multiple must keep to be used
+FALLBACK_SHARE = 0.5
 
 
 class NoiseChooser:
@@ -48,9 +59,11 @@ class NoiseChooser:
         if self.rule == "cycle" or len(self.scales) == 1:
             return episode % len(self.scales)
         successes, failures = self.evidence()
+        draws = np.random.default_rng((self.seed, episode)).beta(1.0 + successes, 1.0 + failures)
+        if self.rule == "fallback":
+            return int(np.flatnonzero(draws >= FALLBACK_SHARE * draws.max())[-1])
         solved_at = np.flatnonzero(successes >= CLIMB_EVIDENCE)
         eligible = min(len(self.scales), (int(solved_at[-1]) + 2) if len(solved_at) else 1)
-        draws = np.random.default_rng((self.seed, episode)).beta(1.0 + successes, 1.0 + failures)
         return int(np.argmax(draws[:eligible]))
 
     def next_scale(self) -> float:
