@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytestmark
@@ -104,10 +105,10 @@ def test_imitate_online_solved_fits_the_actor_to_imitated_rows_only() -> None:
     probe = torch.zeros(1, OBS)
     assert learners["all"].actor(probe)[0, 1].item() > 0.5  # copies the online rows' second action
     assert abs(learners["solved"].actor(probe)[0, 1].item()) < 0.3  # the offline data's, uniform around 0
-    replay.imitate_last(512)  # the episode ended solved after all: now its rows are imitated
+    replay.end_episode(True, np.zeros(512))  # the episode ended solved after all: now its rows are imitated
     assert replay.sample(4000).imitate.float().mean().item() == 1.0
     with pytest.raises(ValueError, match="cannot mark the last 513 rows"):
-        replay.imitate_last(513)
+        replay.end_episode(True, np.zeros(513))
 
 
 def test_target_ess_is_checked() -> None:
@@ -244,3 +245,42 @@ def test_averaged_policy_trails_the_actor_and_is_what_gets_evaluated() -> None:
     probe = torch.randn(4, OBS)
     torch.testing.assert_close(restored.policy(probe), learner.policy(probe))
     assert not torch.equal(learner.policy(probe), learner.actor(probe))
+
+
+def floored_replay(n: int = 2048) -> Replay:
+    """Two states that loop on themselves at reward -1 (Q = -2 at discount 0.5); the first's rows floored at -0.5."""
+    first = torch.arange(n) % 2 == 0
+    obs = torch.zeros(n, OBS)
+    obs[:, 0] = torch.where(first, 1.0, -1.0)
+    action = torch.rand(n, ACT, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    data = SimpleNamespace(obs=obs, action=action, reward=torch.full((n,), -1.0), next_obs=obs, terminal=torch.zeros(n))
+    replay = Replay(OBS, ACT, n, seed=0)
+    replay.add_transitions(data, floor=torch.where(first, -0.5, -np.inf).numpy())
+    replay.mark_offline()
+    return replay
+
+
+@pytest.mark.parametrize("target_floor", ["none", "return"])
+def test_target_floor_lifts_the_targets_of_floored_rows_only(target_floor: str) -> None:
+    torch.manual_seed(0)
+    replay = floored_replay()
+    learner = build_learner(SMALL.replace(discount=0.5, target_floor=target_floor), toy_spec(), replay.offline_obs())
+    for _ in range(800):
+        stats = learner.update(replay.sample(SMALL.batch_size))
+    probe = torch.zeros(2, OBS)
+    probe[:, 0] = torch.tensor([1.0, -1.0])
+    with torch.no_grad():
+        floored, plain = learner.critic(probe, torch.zeros(2, ACT)).amin(0).tolist()
+    assert plain == pytest.approx(-2.0, abs=0.3)  # the plain backup's value, floored or not
+    if target_floor == "return":
+        assert floored == pytest.approx(-0.5, abs=0.2)
+        assert 0.4 < stats["floored"].item() < 0.6  # the floored state's rows, about half of every batch
+    else:
+        assert floored == pytest.approx(-2.0, abs=0.3) and "floored" not in stats
+
+
+def test_target_floor_needs_a_discount_below_one() -> None:
+    with pytest.raises(ConfigError, match="'target_floor' needs discount < 1"):
+        TrainConfig(target_floor="return", discount=1.0)
+    with pytest.raises(ConfigError, match="'target_floor' must be one of"):
+        TrainConfig(target_floor="mc")

@@ -7,7 +7,9 @@ min_i Q_i(s, a_pi) and w = batch_size * softmax(A / lambda) over the batch -- a 
 cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda). Beyond the paper,
 the softmax leaves out the online rows of episodes that were not solved (`imitate_online:
 solved`): with sparse rewards their advantages barely differ from a demonstration's, so
-imitating them copies the actor's failed exploration; the critic still learns from them.
+imitating them copies the actor's failed exploration; the critic still learns from them. With
+`target_floor: return` each target is floored at its row's discounted return to the end of its
+episode (train/returns.py), once that episode has ended.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -49,6 +51,8 @@ class UpdateConfig:
     #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
     #: "all": every replay row (the paper). The critic learns from every row either way
     imitate_online: str = "solved"
+    #: "return": each Bellman target is at least its row's discounted episode return (`Batch.floor`); "none": not
+    target_floor: str = "none"
 
 
 @dataclass
@@ -60,10 +64,13 @@ class Batch:
     terminal: torch.Tensor
     #: per row, whether the actor may imitate it (offline, or from a solved online episode); None: every row
     imitate: torch.Tensor | None = None
+    #: per row, the discounted return of the rest of its episode (-inf while the episode runs); None: no floors
+    floor: torch.Tensor | None = None
 
 
 ADVANTAGE_SCALES = ("none", "batch_std", "ess")
 IMITATE_ONLINE = ("all", "solved")
+TARGET_FLOORS = ("none", "return")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
 ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
@@ -134,6 +141,8 @@ class AWACLearner:
             raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {config.advantage_scale!r}")
         if config.imitate_online not in IMITATE_ONLINE:
             raise ValueError(f"imitate_online must be one of {IMITATE_ONLINE}, got {config.imitate_online!r}")
+        if config.target_floor not in TARGET_FLOORS:
+            raise ValueError(f"target_floor must be one of {TARGET_FLOORS}, got {config.target_floor!r}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -202,6 +211,10 @@ class AWACLearner:
             next_q = self.target_critic(batch.next_obs, next_action).amin(0)
             reward = batch.reward * cfg.reward_scale + cfg.reward_offset
             target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+            floored = None
+            if cfg.target_floor == "return" and batch.floor is not None:
+                floored = (batch.floor > target).float().mean()  # the share of targets the floor lifted
+                target = torch.maximum(target, batch.floor)
 
         obs_proj = critic.project_obs(batch.obs)
         q = critic.from_projection(obs_proj, batch.action)  # (members, batch)
@@ -229,6 +242,8 @@ class AWACLearner:
                 weight_max=weights.max(),
                 weight_ess=weights.sum().square() / weights.dot(weights).clamp_min(torch.finfo(weights.dtype).tiny),
             )
+            if floored is not None:
+                stats["floored"] = floored
         return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob, imitate)}
 
     def _actor_stats(
