@@ -73,7 +73,18 @@ def test_ess_weights_hold_their_effective_sample_size_whatever_the_advantages_lo
     torch.testing.assert_close(advantage_weights(torch.full((8,), -3.0), 1.0, "ess"), torch.ones(8))
 
 
-@pytest.mark.parametrize("scale", ["none", "batch_std", "ess"])
+def test_ess_floor_keeps_lambda_unless_its_weights_imitate_too_few_rows() -> None:
+    normal = torch.randn(256, generator=torch.Generator().manual_seed(0))
+    small = 0.1 * normal  # lambda 1 gives nearly uniform weights: kept as they are
+    torch.testing.assert_close(advantage_weights(small, 1.0, "ess_floor", 0.05), advantage_weights(small, 1.0))
+    heavy = 5.0 * normal**3  # lambda 1 puts the batch on a row or two: the "ess" temperature instead
+    assert ess(advantage_weights(heavy, 1.0)) < 0.05 * 256
+    floored = advantage_weights(heavy, 1.0, "ess_floor", 0.05)
+    torch.testing.assert_close(floored, advantage_weights(heavy, 1.0, "ess", 0.05))
+    assert ess(floored) >= 0.05 * 256 and floored.sum().item() == pytest.approx(256, rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["none", "batch_std", "ess", "ess_floor"])
 def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_their_own(scale: str) -> None:
     advantage = 0.5 * torch.randn(64, generator=torch.Generator().manual_seed(2))
     imitate = torch.arange(64) % 3 == 0
@@ -83,7 +94,7 @@ def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_
     assert weights.sum().item() == pytest.approx(64, rel=1e-5)  # the loss stays a weighted mean over the batch
     if scale == "none":
         torch.testing.assert_close(weights[imitate], 64 * torch.softmax(advantage[imitate] / 0.3, 0))
-    if scale == "ess":
+    if scale in ("ess", "ess_floor"):
         assert ess(weights) >= 0.25 * imitate.sum().item()  # the target is a share of the imitated rows
     nothing = torch.zeros(64, dtype=torch.bool)
     assert (advantage_weights(advantage, 0.3, scale, 0.25, nothing) == 0).all()

@@ -45,7 +45,8 @@ class UpdateConfig:
     #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
     policy_average: float | None = None
     #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch); "ess": lambda per
-    #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch
+    #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch;
+    #: "ess_floor": lambda, or the "ess" temperature in a batch where lambda's ESS is below `target_ess`
     advantage_scale: str = "none"
     target_ess: float = 0.25
     #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
@@ -68,7 +69,7 @@ class Batch:
     floor: torch.Tensor | None = None
 
 
-ADVANTAGE_SCALES = ("none", "batch_std", "ess")
+ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor")
 IMITATE_ONLINE = ("all", "solved")
 TARGET_FLOORS = ("none", "return")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
@@ -101,18 +102,27 @@ def advantage_weights(
     With no row imitated every weight is 0. std(A) is taken over the whole batch either way.
     """
     n = advantage.shape[0]
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
     if scale == "none":
         return _softmax(advantage / awr_lambda, imitate) * n
     z = advantage / advantage.std().clamp_min(1e-6)
     if scale == "batch_std":
         return _softmax(z / awr_lambda, imitate) * n
-    if scale != "ess":
-        raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
-    p = _softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], imitate)  # one row per temperature
     rows = n if imitate is None else imitate.sum()
-    enough = 1.0 / p.square().sum(1) >= target_ess * rows  # ESS grows with the temperature
+    p = _softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], imitate)  # one row per temperature
+    enough = _ess(p) >= target_ess * rows  # ESS grows with the temperature
     enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
-    return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
+    held = p[torch.argmax(enough.int())]  # argmax: the first (sharpest) temperature that holds it
+    if scale == "ess":
+        return held * n
+    plain = _softmax(advantage / awr_lambda, imitate)  # "ess_floor": lambda, unless it imitates too few rows
+    return torch.where(_ess(plain) >= target_ess * rows, plain, held) * n
+
+
+def _ess(p: torch.Tensor) -> torch.Tensor:
+    """The effective sample size of weights summing to 1 along the last axis: 1 / sum(p^2)."""
+    return 1.0 / p.square().sum(-1).clamp_min(torch.finfo(p.dtype).tiny)
 
 
 def _softmax(logits: torch.Tensor, imitate: torch.Tensor | None) -> torch.Tensor:
