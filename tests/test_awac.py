@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from train_helpers import one_thread  # noqa: F401 -- the fixture, used by pytestmark
@@ -72,7 +73,18 @@ def test_ess_weights_hold_their_effective_sample_size_whatever_the_advantages_lo
     torch.testing.assert_close(advantage_weights(torch.full((8,), -3.0), 1.0, "ess"), torch.ones(8))
 
 
-@pytest.mark.parametrize("scale", ["none", "batch_std", "ess"])
+def test_ess_floor_keeps_lambda_unless_its_weights_imitate_too_few_rows() -> None:
+    normal = torch.randn(256, generator=torch.Generator().manual_seed(0))
+    small = 0.1 * normal  # lambda 1 gives nearly uniform weights: kept as they are
+    torch.testing.assert_close(advantage_weights(small, 1.0, "ess_floor", 0.05), advantage_weights(small, 1.0))
+    heavy = 5.0 * normal**3  # lambda 1 puts the batch on a row or two: the "ess" temperature instead
+    assert ess(advantage_weights(heavy, 1.0)) < 0.05 * 256
+    floored = advantage_weights(heavy, 1.0, "ess_floor", 0.05)
+    torch.testing.assert_close(floored, advantage_weights(heavy, 1.0, "ess", 0.05))
+    assert ess(floored) >= 0.05 * 256 and floored.sum().item() == pytest.approx(256, rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["none", "batch_std", "ess", "ess_floor"])
 def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_their_own(scale: str) -> None:
     advantage = 0.5 * torch.randn(64, generator=torch.Generator().manual_seed(2))
     imitate = torch.arange(64) % 3 == 0
@@ -82,7 +94,7 @@ def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_
     assert weights.sum().item() == pytest.approx(64, rel=1e-5)  # the loss stays a weighted mean over the batch
     if scale == "none":
         torch.testing.assert_close(weights[imitate], 64 * torch.softmax(advantage[imitate] / 0.3, 0))
-    if scale == "ess":
+    if scale in ("ess", "ess_floor"):
         assert ess(weights) >= 0.25 * imitate.sum().item()  # the target is a share of the imitated rows
     nothing = torch.zeros(64, dtype=torch.bool)
     assert (advantage_weights(advantage, 0.3, scale, 0.25, nothing) == 0).all()
@@ -104,10 +116,10 @@ def test_imitate_online_solved_fits_the_actor_to_imitated_rows_only() -> None:
     probe = torch.zeros(1, OBS)
     assert learners["all"].actor(probe)[0, 1].item() > 0.5  # copies the online rows' second action
     assert abs(learners["solved"].actor(probe)[0, 1].item()) < 0.3  # the offline data's, uniform around 0
-    replay.imitate_last(512)  # the episode ended solved after all: now its rows are imitated
+    replay.end_episode(True, np.zeros(512))  # the episode ended solved after all: now its rows are imitated
     assert replay.sample(4000).imitate.float().mean().item() == 1.0
     with pytest.raises(ValueError, match="cannot mark the last 513 rows"):
-        replay.imitate_last(513)
+        replay.end_episode(True, np.zeros(513))
 
 
 def test_target_ess_is_checked() -> None:
@@ -244,3 +256,42 @@ def test_averaged_policy_trails_the_actor_and_is_what_gets_evaluated() -> None:
     probe = torch.randn(4, OBS)
     torch.testing.assert_close(restored.policy(probe), learner.policy(probe))
     assert not torch.equal(learner.policy(probe), learner.actor(probe))
+
+
+def floored_replay(n: int = 2048) -> Replay:
+    """Two states that loop on themselves at reward -1 (Q = -2 at discount 0.5); the first's rows floored at -0.5."""
+    first = torch.arange(n) % 2 == 0
+    obs = torch.zeros(n, OBS)
+    obs[:, 0] = torch.where(first, 1.0, -1.0)
+    action = torch.rand(n, ACT, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    data = SimpleNamespace(obs=obs, action=action, reward=torch.full((n,), -1.0), next_obs=obs, terminal=torch.zeros(n))
+    replay = Replay(OBS, ACT, n, seed=0)
+    replay.add_transitions(data, floor=torch.where(first, -0.5, -np.inf).numpy())
+    replay.mark_offline()
+    return replay
+
+
+@pytest.mark.parametrize("target_floor", ["none", "return"])
+def test_target_floor_lifts_the_targets_of_floored_rows_only(target_floor: str) -> None:
+    torch.manual_seed(0)
+    replay = floored_replay()
+    learner = build_learner(SMALL.replace(discount=0.5, target_floor=target_floor), toy_spec(), replay.offline_obs())
+    for _ in range(800):
+        stats = learner.update(replay.sample(SMALL.batch_size))
+    probe = torch.zeros(2, OBS)
+    probe[:, 0] = torch.tensor([1.0, -1.0])
+    with torch.no_grad():
+        floored, plain = learner.critic(probe, torch.zeros(2, ACT)).amin(0).tolist()
+    assert plain == pytest.approx(-2.0, abs=0.3)  # the plain backup's value, floored or not
+    if target_floor == "return":
+        assert floored == pytest.approx(-0.5, abs=0.2)
+        assert 0.4 < stats["floored"].item() < 0.6  # the floored state's rows, about half of every batch
+    else:
+        assert floored == pytest.approx(-2.0, abs=0.3) and "floored" not in stats
+
+
+def test_target_floor_needs_a_discount_below_one() -> None:
+    with pytest.raises(ConfigError, match="'target_floor' needs discount < 1"):
+        TrainConfig(target_floor="return", discount=1.0)
+    with pytest.raises(ConfigError, match="'target_floor' must be one of"):
+        TrainConfig(target_floor="mc")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from awac_robot.envs import get_spec, make_env
 from awac_robot.store import DemoStore, Episode
 from awac_robot.train.checkpoint import list_checkpoints, load_actor, read_checkpoint, save_checkpoint
 from awac_robot.train.config import ConfigError, load_config
+from awac_robot.train.finetune import Trainer
+from awac_robot.train.returns import returns_of_episodes
 
 
 def fill_store(path: Path, episodes: int) -> None:
@@ -289,3 +292,26 @@ def test_explore_choice_and_memory_are_checked(store: Path, tmp_path: Path, caps
         config.write_text(yaml.safe_dump({**TINY, "offline_steps": 2}) + f"{key}: {bad}\n")
         assert main(["train", "--task", "door", "--store", str(store), "--config", str(config)]) == 2
         assert f"config key '{key}' {message}" in capsys.readouterr().err
+
+
+def test_target_floor_return_floors_every_row_at_its_episode_return(store: Path, tmp_path: Path) -> None:
+    with DemoStore.open(store, "a") as demos:  # a solved episode: the door opens at step 150 and stays open
+        episode = next(iter(demos.episodes()))
+        solved = np.arange(episode.length) >= 150
+        demos.append(replace(episode, reward=np.where(solved, 0.0, -1.0), success=solved, seed=99), spec=demos.spec)
+    out = tmp_path / "run"
+    assert main(finetune_args(store, out, write_config(tmp_path, target_floor="return"), offline=100, online=250)) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["floored"] < 1 for r in rows if "critic_loss" in r)  # the solved episode's targets are lifted
+    trainer = Trainer(out, None, None, resume=True, online=True, progress=False)  # its replay, rebuilt from the store
+    try:
+        with DemoStore.open(store) as demos:
+            meta, data = demos.episode_meta(), demos.load_transitions()
+        expected = returns_of_episodes(data.reward, data.terminal, meta["length"], 0.99)
+        np.testing.assert_allclose(trainer.replay.data[: trainer.replay.size, -1].numpy(), expected, rtol=1e-6)
+    finally:
+        trainer.store.close()
+        trainer.log.close()
+    ours = expected[400:600]  # the solved episode, after the two random ones
+    assert ours[150] == 0.0 and ours[149] == -1.0 and ours[0] == pytest.approx(-(1 - 0.99**150) / 0.01, rel=1e-5)
+    np.testing.assert_allclose(np.delete(expected, np.arange(400, 600)), -100.0, rtol=1e-5)  # failures: no information

@@ -7,7 +7,9 @@ min_i Q_i(s, a_pi) and w = batch_size * softmax(A / lambda) over the batch -- a 
 cannot overflow however large A / lambda gets, unlike a raw exp(A / lambda). Beyond the paper,
 the softmax leaves out the online rows of episodes that were not solved (`imitate_online:
 solved`): with sparse rewards their advantages barely differ from a demonstration's, so
-imitating them copies the actor's failed exploration; the critic still learns from them.
+imitating them copies the actor's failed exploration; the critic still learns from them. With
+`target_floor: return` each target is floored at its row's discounted return to the end of its
+episode (train/returns.py), once that episode has ended.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -43,12 +45,15 @@ class UpdateConfig:
     #: Polyak rate of the averaged actor that is evaluated and exported, or None to use the actor itself
     policy_average: float | None = None
     #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch); "ess": lambda per
-    #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch
+    #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch;
+    #: "ess_floor": lambda, or the "ess" temperature in a batch where lambda's ESS is below `target_ess`
     advantage_scale: str = "none"
     target_ess: float = 0.25
     #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
     #: "all": every replay row (the paper). The critic learns from every row either way
     imitate_online: str = "solved"
+    #: "return": each Bellman target is at least its row's discounted episode return (`Batch.floor`); "none": not
+    target_floor: str = "none"
 
 
 @dataclass
@@ -60,10 +65,13 @@ class Batch:
     terminal: torch.Tensor
     #: per row, whether the actor may imitate it (offline, or from a solved online episode); None: every row
     imitate: torch.Tensor | None = None
+    #: per row, the discounted return of the rest of its episode (-inf while the episode runs); None: no floors
+    floor: torch.Tensor | None = None
 
 
-ADVANTAGE_SCALES = ("none", "batch_std", "ess")
+ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor")
 IMITATE_ONLINE = ("all", "solved")
+TARGET_FLOORS = ("none", "return")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
 ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
@@ -94,18 +102,27 @@ def advantage_weights(
     With no row imitated every weight is 0. std(A) is taken over the whole batch either way.
     """
     n = advantage.shape[0]
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
     if scale == "none":
         return _softmax(advantage / awr_lambda, imitate) * n
     z = advantage / advantage.std().clamp_min(1e-6)
     if scale == "batch_std":
         return _softmax(z / awr_lambda, imitate) * n
-    if scale != "ess":
-        raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
-    p = _softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], imitate)  # one row per temperature
     rows = n if imitate is None else imitate.sum()
-    enough = 1.0 / p.square().sum(1) >= target_ess * rows  # ESS grows with the temperature
+    p = _softmax(z[None, :] / ESS_TEMPERATURES.to(z)[:, None], imitate)  # one row per temperature
+    enough = _ess(p) >= target_ess * rows  # ESS grows with the temperature
     enough[-1] = True  # the flattest (std(A) * 100): an ESS close to n, taken when no sharper one holds
-    return p[torch.argmax(enough.int())] * n  # argmax: the first (sharpest) temperature that holds it
+    held = p[torch.argmax(enough.int())]  # argmax: the first (sharpest) temperature that holds it
+    if scale == "ess":
+        return held * n
+    plain = _softmax(advantage / awr_lambda, imitate)  # "ess_floor": lambda, unless it imitates too few rows
+    return torch.where(_ess(plain) >= target_ess * rows, plain, held) * n
+
+
+def _ess(p: torch.Tensor) -> torch.Tensor:
+    """The effective sample size of weights summing to 1 along the last axis: 1 / sum(p^2)."""
+    return 1.0 / p.square().sum(-1).clamp_min(torch.finfo(p.dtype).tiny)
 
 
 def _softmax(logits: torch.Tensor, imitate: torch.Tensor | None) -> torch.Tensor:
@@ -134,6 +151,8 @@ class AWACLearner:
             raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {config.advantage_scale!r}")
         if config.imitate_online not in IMITATE_ONLINE:
             raise ValueError(f"imitate_online must be one of {IMITATE_ONLINE}, got {config.imitate_online!r}")
+        if config.target_floor not in TARGET_FLOORS:
+            raise ValueError(f"target_floor must be one of {TARGET_FLOORS}, got {config.target_floor!r}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -202,6 +221,10 @@ class AWACLearner:
             next_q = self.target_critic(batch.next_obs, next_action).amin(0)
             reward = batch.reward * cfg.reward_scale + cfg.reward_offset
             target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+            floored = None
+            if cfg.target_floor == "return" and batch.floor is not None:
+                floored = (batch.floor > target).float().mean()  # the share of targets the floor lifted
+                target = torch.maximum(target, batch.floor)
 
         obs_proj = critic.project_obs(batch.obs)
         q = critic.from_projection(obs_proj, batch.action)  # (members, batch)
@@ -229,6 +252,8 @@ class AWACLearner:
                 weight_max=weights.max(),
                 weight_ess=weights.sum().square() / weights.dot(weights).clamp_min(torch.finfo(weights.dtype).tiny),
             )
+            if floored is not None:
+                stats["floored"] = floored
         return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob, imitate)}
 
     def _actor_stats(

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, IMITATE_ONLINE, UpdateConfig
+from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, IMITATE_ONLINE, TARGET_FLOORS, UpdateConfig
 from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
@@ -66,13 +66,18 @@ class TrainConfig:
     awr_lambda: float = 1.0
     # "none": the paper's A / lambda; "batch_std": A / (lambda * std(A) in the batch), a temperature that does
     # not depend on the scale of Q; "ess": lambda chosen per batch (awr_lambda unused) to hold the weights'
-    # effective sample size at target_ess of the batch (docs/benchmarks.md has what each measured).
+    # effective sample size at target_ess of the batch; "ess_floor": awr_lambda, or the "ess" temperature in a
+    # batch where awr_lambda's weights fall below that ESS (docs/benchmarks.md has what each measured).
     advantage_scale: str = "none"
     target_ess: float = 0.25
     # Which online rows the actor's weighted likelihood is fitted to: "solved" (the rows of online episodes that
     # ended solved; failed ones still train the critic) or "all" (the paper's). Offline rows always are. With
     # sparse rewards the weights hardly tell failed exploration from a demonstration, so "all" copies it.
     imitate_online: str = "solved"
+    # "return": floor every Bellman target at its row's discounted return to the end of its episode (Cal-QL's
+    # Monte-Carlo bound; train/returns.py), so a sparse success reaches the start of its episode at once; "none":
+    # the paper's plain backup.
+    target_floor: str = "none"
     # Paper: 1024. Per wall-clock second on one CPU core, 256 learns about as well and steps the env 3.5x faster.
     batch_size: int = 256
     # r' = r * scale + offset. A smaller scale shrinks the advantages like a larger lambda (closer to BC).
@@ -145,6 +150,12 @@ class TrainConfig:
         self._require(self.advantage_scale in ADVANTAGE_SCALES, "advantage_scale", f"must be one of {ADVANTAGE_SCALES}")
         self._require(0 < self.target_ess <= 1, "target_ess", "must be in (0, 1] (a share of the batch)")
         self._require(self.imitate_online in IMITATE_ONLINE, "imitate_online", f"must be one of {IMITATE_ONLINE}")
+        self._require(self.target_floor in TARGET_FLOORS, "target_floor", f"must be one of {TARGET_FLOORS}")
+        self._require(
+            self.target_floor == "none" or self.discount < 1,
+            "target_floor",
+            "needs discount < 1 (a truncated episode's return would be infinite): set discount below 1 or use none",
+        )
         self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
         noise = self.explore_noise
         self._require(
@@ -187,6 +198,7 @@ class TrainConfig:
             advantage_scale=self.advantage_scale,
             target_ess=self.target_ess,
             imitate_online=self.imitate_online,
+            target_floor=self.target_floor,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from awac_robot.train.explorer import (
 )
 from awac_robot.train.noise_choice import NoiseChooser
 from awac_robot.train.replay import Replay
+from awac_robot.train.returns import UNKNOWN, returns_of_episodes
 from awac_robot.train.runlog import RunLog, format_row
 from awac_robot.train.sources import select
 from awac_robot.train.store_record import StoreRecord
@@ -238,7 +239,10 @@ class Trainer:
         )
         # The pretraining set first (imitated), then this run's checkpointed episodes (imitated if solved).
         solved_rows = np.repeat(meta["success"][kept], meta["length"][kept])
-        self.replay.add_transitions(transitions, np.concatenate([np.ones(self.pretraining.steps), solved_rows]))
+        lengths = meta["length"][np.sort(np.concatenate([self.pretraining.episodes, kept]))]
+        floors = self.floors(transitions.reward, transitions.terminal, lengths)
+        imitate = np.concatenate([np.ones(self.pretraining.steps), solved_rows])
+        self.replay.add_transitions(transitions, imitate, floors)
         self.replay.mark_offline(self.pretraining.steps)
         self._redo_steps = int(meta["length"][redo].sum())
         return redo
@@ -496,7 +500,7 @@ class Trainer:
             episode, explore_state = self.explorer.finish()
             self.explore_rng.set_state(explore_state)
             self.store.append(episode, spec=self.spec)
-            self.end_episode(episode.solved, episode.length)
+            self.end_episode(episode)
         bar.update(c.env_steps - bar.n)
         bar.close()
         if c.env_steps % cfg.eval_interval != 0:
@@ -536,7 +540,7 @@ class Trainer:
             for step in one_update_behind(stored_steps(episode, self.noise.next_scale()), publish):
                 self.learn_from_step(step, bar)
             steps += episode.length
-            self.end_episode(episode.solved, episode.length)
+            self.end_episode(episode)
         self.log.write(
             {
                 "event": "redo",
@@ -561,11 +565,20 @@ class Trainer:
             bar.update(c.env_steps - bar.n)
             bar.set_postfix(success=self.last_eval.get("success_rate"), ups=f"{self.updates_per_second():.0f}")
 
-    def end_episode(self, solved: bool, length: int) -> None:
+    def floors(self, reward: np.ndarray, terminal: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The replay's floor per row of these whole episodes: their returns under `target_floor: return`."""
+        cfg = self.config
+        if cfg.target_floor == "none":
+            return np.full(len(reward), UNKNOWN, dtype=np.float32)
+        critic_reward = np.asarray(reward, dtype=np.float64) * cfg.reward_scale + cfg.reward_offset
+        return returns_of_episodes(critic_reward, np.asarray(terminal, dtype=np.float64), lengths, cfg.discount)
+
+    def end_episode(self, episode: Episode) -> None:
         """Checkpoints are taken here only, on episode boundaries, so their counters match the store."""
         self.counters.online_episodes += 1
-        self.noise.record(solved)
-        if solved:
-            self.replay.imitate_last(length)
+        self.noise.record(episode.solved)
+        terminal = np.asarray(episode.terminated[: episode.length], dtype=np.float64)
+        floors = self.floors(episode.reward[: episode.length], terminal, np.array([episode.length]))
+        self.replay.end_episode(episode.solved, floors)
         if self.counters.updates >= self._next_checkpoint:
             self.checkpoint()

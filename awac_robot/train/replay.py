@@ -1,11 +1,12 @@
 """The replay: offline transitions first, online ones appended after, in one packed tensor.
 
-Each row is [obs | action | reward | next_obs | terminal | imitate], so drawing a batch is one
-random index tensor and one `index_select` -- no Python work per sample. Rows below
+Each row is [obs | action | reward | next_obs | terminal | imitate | floor], so drawing a batch
+is one random index tensor and one `index_select` -- no Python work per sample. Rows below
 `offline_size` came from the store before the run started; that split is what the
 offline/online mixing option samples from. `imitate` says whether the actor may be fitted to
-the row (`imitate_online: solved`): an online episode's rows are added unmarked and marked once
-the episode has ended solved.
+the row (`imitate_online: solved`) and `floor` is the row's discounted return to its episode's
+end (`target_floor: return`, train/returns.py): an online episode's rows are added unmarked and
+with no floor, and get both once the episode has ended.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 
 from awac_robot.train.awac import Batch
+from awac_robot.train.returns import UNKNOWN
 
 
 class Replay:
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int) -> None:
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.width = 2 * obs_dim + act_dim + 3
+        self.width = 2 * obs_dim + act_dim + 4
         self.data = torch.empty(max(capacity, 1), self.width)
         self.size = 0
         self.offline_size = 0
@@ -35,9 +37,10 @@ class Replay:
         next_obs: np.ndarray | torch.Tensor,
         terminal: np.ndarray | torch.Tensor,
         imitate: np.ndarray | torch.Tensor,
+        floor: np.ndarray | torch.Tensor,
     ) -> None:
         """Append rows (each argument has a leading batch axis)."""
-        columns = (obs, action, reward, next_obs, terminal, imitate)
+        columns = (obs, action, reward, next_obs, terminal, imitate, floor)
         parts = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in columns]
         n = parts[0].shape[0]
         parts = [p.reshape(n, -1) for p in parts]
@@ -49,25 +52,33 @@ class Replay:
         self.size += n
 
     def add_step(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, done: bool) -> None:
-        """Append one online step, not imitated until `imitate_last` marks its episode."""
-        self.add(obs[None], action[None], np.array([reward]), next_obs[None], np.array([float(done)]), np.zeros(1))
+        """Append one online step, neither imitated nor floored until `end_episode` marks its episode."""
+        row = (obs[None], action[None], np.array([reward]), next_obs[None], np.array([float(done)]))
+        self.add(*row, np.zeros(1), np.full(1, UNKNOWN))
 
-    def add_transitions(self, transitions: Any, imitate: np.ndarray | None = None) -> None:
+    def add_transitions(
+        self, transitions: Any, imitate: np.ndarray | None = None, floor: np.ndarray | None = None
+    ) -> None:
         """Append everything in `transitions` (anything with obs/action/reward/next_obs/terminal arrays).
 
-        `imitate`: one flag per row; default every row.
+        `imitate`: one flag per row, default every row; `floor`: one return per row, default none.
         """
-        t = transitions
-        flags = np.ones(len(t.reward)) if imitate is None else imitate
-        if len(flags) != len(t.reward):
-            raise ValueError(f"{len(flags)} imitate flags for {len(t.reward)} transitions")
-        self.add(t.obs, t.action, t.reward, t.next_obs, t.terminal, flags)
+        t, n = transitions, len(transitions.reward)
+        flags = np.ones(n) if imitate is None else imitate
+        floors = np.full(n, UNKNOWN) if floor is None else floor
+        for name, column in (("imitate flags", flags), ("floors", floors)):
+            if len(column) != n:
+                raise ValueError(f"{len(column)} {name} for {n} transitions")
+        self.add(t.obs, t.action, t.reward, t.next_obs, t.terminal, flags, floors)
 
-    def imitate_last(self, rows: int) -> None:
-        """The last `rows` rows (an online episode that ended solved) may be imitated."""
+    def end_episode(self, solved: bool, floor: np.ndarray) -> None:
+        """The last len(floor) rows are an online episode that has ended: give them their floors, imitate if solved."""
+        rows = len(floor)
         if not 0 <= rows <= self.size - self.offline_size:
             raise ValueError(f"cannot mark the last {rows} rows of {self.size - self.offline_size} online ones")
-        self.data[self.size - rows : self.size, -1] = 1.0
+        if solved:
+            self.data[self.size - rows : self.size, -2] = 1.0
+        self.data[self.size - rows : self.size, -1] = torch.as_tensor(floor, dtype=torch.float32)
 
     def mark_offline(self, rows: int | None = None) -> None:
         """The first `rows` rows (default: everything added so far) are the offline data."""
@@ -97,8 +108,9 @@ class Replay:
             action=rows[:, o : o + a],
             reward=rows[:, o + a],
             next_obs=rows[:, o + a + 1 : 2 * o + a + 1],
-            terminal=rows[:, -2],
-            imitate=rows[:, -1] > 0.5,
+            terminal=rows[:, -3],
+            imitate=rows[:, -2] > 0.5,
+            floor=rows[:, -1],
         )
 
     def offline_obs(self) -> torch.Tensor:
