@@ -577,8 +577,7 @@ class Trainer:
         """Checkpoints are taken here only, on episode boundaries, so their counters match the store."""
         self.counters.online_episodes += 1
         self.noise.record(episode.solved)
-        terminal = np.asarray(episode.terminated[: episode.length], dtype=np.float64)
-        floors = self.floors(episode.reward[: episode.length], terminal, np.array([episode.length]))
+        floors = self.floors(episode.reward, episode.terminated, np.array([episode.length]))
         self.replay.end_episode(episode.solved, floors)
         if self.counters.updates >= self._next_checkpoint:
             self.checkpoint()
