@@ -1,6 +1,6 @@
 """The scenario suite: offline -> online learning on stores the trainer was not tuned on, AWAC vs BC.
 
-    .venv/bin/python bench/suite.py [--only door-human,push-scripted] [--algo awac bc] [--seeds 1]
+    .venv/bin/python bench/suite.py [--only door-human,push-scripted] [--algo awac bc] [--seeds 1] [--first-seed 0]
         [--jobs 2] [--offline-steps N] [--online-steps N] [--config FILE] [--work bench_runs]
         [--ray [--ray-address ADDR]] [--report-only]
 
@@ -49,6 +49,8 @@ class GridSettings:
     work: Path
     algos: tuple[str, ...] = ALGOS
     seeds: int = 1
+    #: the first seed: runs take seeds first_seed .. first_seed + seeds - 1, so more seeds join an earlier run's
+    first_seed: int = 0
     jobs: int = 1
     offline_steps: int | None = None  # None: each scenario's own budget
     online_steps: int | None = None
@@ -105,7 +107,7 @@ def grid_jobs(
         ): s.name
         for s in scenarios
         for algo in settings.algos
-        for seed in range(settings.seeds)
+        for seed in range(settings.first_seed, settings.first_seed + settings.seeds)
     }
     order = sorted(jobs, key=lambda j: (-(j.offline_steps + j.online_steps), j.algo != "awac"))
     return {job: jobs[job] for job in order}
@@ -199,6 +201,7 @@ def main() -> None:
     parser.add_argument("--only", metavar="A,B", help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
     parser.add_argument("--algo", choices=ALGOS, nargs="+", default=list(ALGOS))
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: K .. K+seeds-1 (add seeds to a run)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each takes one core: threads 1)")
     parser.add_argument("--offline-steps", type=int, help="offline updates of every run (default: the scenario's)")
     parser.add_argument("--online-steps", type=int, help="online env steps of every run (default: the scenario's)")
@@ -211,6 +214,8 @@ def main() -> None:
 
     if args.seeds < 1 or args.jobs < 1:
         fail("--seeds and --jobs must be >= 1")
+    if args.first_seed < 0:
+        fail("--first-seed must be >= 0")
     for flag in ("offline_steps", "online_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             fail(f"--{flag.replace('_', '-')} must be >= 0")
@@ -229,8 +234,8 @@ def main() -> None:
         print(report(results, known, algos))
         return
     settings = GridSettings(
-        args.work, algos, args.seeds, args.jobs, args.offline_steps, args.online_steps, args.config, args.ray,
-        args.ray_address,
+        args.work, algos, args.seeds, args.first_seed, args.jobs, args.offline_steps, args.online_steps,
+        args.config, args.ray, args.ray_address,
     )  # fmt: skip
     try:
         settings.train_config()

@@ -17,8 +17,8 @@ from awac_robot.store import DemoStore
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the suite is a script, not a package
 from runner import eval_rows  # noqa: E402
 from scenarios import Scenario  # noqa: E402
-from stores import StoreRecipe, build_atomically, cached_store  # noqa: E402
-from suite import GridSettings, run_grid  # noqa: E402
+from stores import BuiltStore, StoreRecipe, build_atomically, cached_store  # noqa: E402
+from suite import GridSettings, grid_jobs, run_grid  # noqa: E402
 from suite_report import Results, mean_curve, table, targets  # noqa: E402
 
 
@@ -63,6 +63,15 @@ def test_targets_follow_the_issue_definitions_to_the_point(tmp_path: Path) -> No
     assert "| s | 40% | awac | 1 (1 failed) | 90 70 | 59 80 | 80 vs 95 (-15) |" in table(
         Results(results.path), ["s"], ["awac", "bc"]
     )
+
+
+def test_first_seed_adds_seeds_beside_an_earlier_runs_folders(tmp_path: Path) -> None:
+    tiny = Scenario("reach-tiny", "reach", StoreRecipe("scripted", episodes=5, noise=0.1), "tiny", 10, 10)
+    store = BuiltStore(tmp_path / "reach.zarr", 5, 250, 0.4, {}, {}, build_seconds=1.0)
+    settings = GridSettings(tmp_path / "work", algos=("awac",), seeds=2, first_seed=3)
+    jobs = grid_jobs([tiny], settings, {"reach-tiny": store})
+    assert sorted(job.seed for job in jobs) == [3, 4]
+    assert sorted(job.folder.name for job in jobs) == ["reach-tiny-awac-s3", "reach-tiny-awac-s4"]
 
 
 @pytest.mark.slow
