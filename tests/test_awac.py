@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -84,12 +85,44 @@ def test_ess_floor_keeps_lambda_unless_its_weights_imitate_too_few_rows() -> Non
     assert ess(floored) >= 0.05 * 256 and floored.sum().item() == pytest.approx(256, rel=1e-5)
 
 
-@pytest.mark.parametrize("scale", ["none", "batch_std", "ess", "ess_floor"])
+def test_td_error_softens_the_weights_only_as_far_as_the_critics_are_off() -> None:
+    advantage = 2.0 * torch.randn(256, generator=torch.Generator().manual_seed(1))
+    fitted = advantage_weights(advantage, 1.0, "td_error", td_error=torch.tensor(0.2))
+    torch.testing.assert_close(fitted, advantage_weights(advantage, 1.0))  # error below lambda: the paper's
+    off = advantage_weights(advantage, 1.0, "td_error", td_error=torch.tensor(3.0))
+    torch.testing.assert_close(off, advantage_weights(advantage, 3.0))
+    assert ess(off) > ess(fitted)
+    with pytest.raises(ValueError, match="needs the batch's td_error"):
+        advantage_weights(advantage, 1.0, "td_error")
+
+
+def test_td_error_takes_its_temperature_from_the_batchs_own_bellman_error() -> None:
+    torch.manual_seed(0)
+    replay = bandit_replay(512)
+    config = SMALL.replace(advantage_scale="td_error", awr_lambda=1e-4)  # so the critics' error always rules
+    learner = build_learner(config, toy_spec(), replay.offline_obs())
+    for _ in range(20):
+        learner.update(replay.sample(config.batch_size))
+    batch = replay.sample(config.batch_size)
+    noise = (learner._noise(batch.action), learner._noise(batch.action))
+    _, stats = learner.losses(batch, noise)
+    td_error = stats["td_error"]
+    # critic_loss sums each member's mean squared error: the RMS over members and rows is the same error
+    assert td_error.item() == pytest.approx((stats["critic_loss"] / config.critic_members).sqrt().item(), rel=1e-5)
+    assert td_error.item() > 1e-3
+    learner.config = dataclasses.replace(learner.config, advantage_scale="none", awr_lambda=td_error.item())
+    _, plain = learner.losses(batch, noise)  # the paper's weights at that lambda: the same actor loss
+    assert plain["actor_loss"].item() == pytest.approx(stats["actor_loss"].item(), rel=1e-5)
+    assert plain["weight_ess"].item() == pytest.approx(stats["weight_ess"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["none", "batch_std", "ess", "ess_floor", "td_error"])
 def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_their_own(scale: str) -> None:
     advantage = 0.5 * torch.randn(64, generator=torch.Generator().manual_seed(2))
     imitate = torch.arange(64) % 3 == 0
     advantage[~imitate] += 10.0  # the left-out rows have the largest advantages: they must still weigh 0
-    weights = advantage_weights(advantage, 0.3, scale, 0.25, imitate)
+    td_error = torch.tensor(0.5)  # the critics' error, used by "td_error" alone
+    weights = advantage_weights(advantage, 0.3, scale, 0.25, imitate, td_error)
     assert (weights[~imitate] == 0).all()
     assert weights.sum().item() == pytest.approx(64, rel=1e-5)  # the loss stays a weighted mean over the batch
     if scale == "none":
@@ -97,7 +130,7 @@ def test_rows_left_out_of_imitation_weigh_nothing_and_the_rest_are_a_softmax_of_
     if scale in ("ess", "ess_floor"):
         assert ess(weights) >= 0.25 * imitate.sum().item()  # the target is a share of the imitated rows
     nothing = torch.zeros(64, dtype=torch.bool)
-    assert (advantage_weights(advantage, 0.3, scale, 0.25, nothing) == 0).all()
+    assert (advantage_weights(advantage, 0.3, scale, 0.25, nothing, td_error) == 0).all()
 
 
 def test_imitate_online_solved_fits_the_actor_to_imitated_rows_only() -> None:

@@ -46,7 +46,8 @@ class UpdateConfig:
     policy_average: float | None = None
     #: "none": A / lambda as in the paper; "batch_std": A / (lambda * std(A) over the batch); "ess": lambda per
     #: batch, the sharpest that keeps the weights' effective sample size at `target_ess` of the batch;
-    #: "ess_floor": lambda, or the "ess" temperature in a batch where lambda's ESS is below `target_ess`
+    #: "ess_floor": lambda, or the "ess" temperature in a batch where lambda's ESS is below `target_ess`;
+    #: "td_error": A / max(lambda, RMS Bellman error of the batch's critics)
     advantage_scale: str = "none"
     target_ess: float = 0.25
     #: "solved": the actor imitates offline rows and the rows of solved online episodes only (`Batch.imitate`);
@@ -69,7 +70,7 @@ class Batch:
     floor: torch.Tensor | None = None
 
 
-ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor")
+ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor", "td_error")
 IMITATE_ONLINE = ("all", "solved")
 TARGET_FLOORS = ("none", "return")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
@@ -82,6 +83,7 @@ def advantage_weights(
     scale: str = "none",
     target_ess: float = 0.25,
     imitate: torch.Tensor | None = None,
+    td_error: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """batch_size * softmax(A / lambda): exp(A / lambda) normalised over the batch, mean 1, never overflowing.
 
@@ -97,6 +99,13 @@ def advantage_weights(
     a handful of rows where they are heavy-tailed (door-paper under "batch_std": ESS 3-5);
     holding the ESS fixes how many rows each update imitates, whatever the scale or shape of A.
 
+    With `scale="td_error"` the temperature is max(lambda, `td_error`), the root mean square
+    Bellman error of the critics on this batch: advantages that differ by less than the critics'
+    own error say nothing about which action is better, so they should not pick the rows the actor
+    copies. Where the critics fit their targets (error below lambda) this is the paper's A / lambda;
+    where they do not (targets floored at lucky episodes' returns, a critic that has not caught up
+    with new data) the weights flatten towards BC by as much as the critics are off.
+
     `imitate` (a boolean per row) leaves rows out of the softmax: they weigh 0 and the others
     still sum to batch_size, so the loss stays a weighted mean of the rows that are imitated.
     With no row imitated every weight is 0. std(A) is taken over the whole batch either way.
@@ -106,6 +115,10 @@ def advantage_weights(
         raise ValueError(f"advantage scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
     if scale == "none":
         return _softmax(advantage / awr_lambda, imitate) * n
+    if scale == "td_error":
+        if td_error is None:
+            raise ValueError('advantage scale "td_error" needs the batch\'s td_error')
+        return _softmax(advantage / td_error.clamp_min(awr_lambda), imitate) * n
     z = advantage / advantage.std().clamp_min(1e-6)
     if scale == "batch_std":
         return _softmax(z / awr_lambda, imitate) * n
@@ -234,8 +247,11 @@ class AWACLearner:
             # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
             value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
             q = q.detach()
+            td_error = (q - target).square().mean().sqrt()  # over members and rows
             advantage = q.amin(0) - value
-            weights = advantage_weights(advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess, imitate)
+            weights = advantage_weights(
+                advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess, imitate, td_error
+            )
 
         actor_loss = -(log_prob * weights).mean()
         with torch.no_grad():
@@ -247,6 +263,7 @@ class AWACLearner:
                 q_min=q_min,
                 q_max=q_max,
                 target_mean=target.mean(),
+                td_error=td_error,
                 adv_mean=adv_mean,
                 adv_std=adv_std,
                 weight_max=weights.max(),

@@ -67,7 +67,9 @@ class TrainConfig:
     # "none": the paper's A / lambda; "batch_std": A / (lambda * std(A) in the batch), a temperature that does
     # not depend on the scale of Q; "ess": lambda chosen per batch (awr_lambda unused) to hold the weights'
     # effective sample size at target_ess of the batch; "ess_floor": awr_lambda, or the "ess" temperature in a
-    # batch where awr_lambda's weights fall below that ESS (docs/benchmarks.md has what each measured).
+    # batch where awr_lambda's weights fall below that ESS; "td_error": A / max(awr_lambda, the RMS Bellman error of
+    # the batch's critics), so advantages within the critics' own error do not pick what the actor copies
+    # (docs/benchmarks.md has what each measured).
     advantage_scale: str = "none"
     target_ess: float = 0.25
     # Which online rows the actor's weighted likelihood is fitted to: "solved" (the rows of online episodes that
