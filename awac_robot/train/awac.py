@@ -247,7 +247,7 @@ class AWACLearner:
             # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
             value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
             q = q.detach()
-            td_error = (q - target).square().mean().sqrt()  # over members and rows
+            td_error = (critic_loss.detach() / q.shape[0]).sqrt()  # RMS over members and rows
             advantage = q.amin(0) - value
             weights = advantage_weights(
                 advantage, cfg.awr_lambda, cfg.advantage_scale, cfg.target_ess, imitate, td_error
