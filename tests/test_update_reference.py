@@ -123,11 +123,14 @@ class Reference:
             members = range(cfg.critic_members)
             qs = torch.stack([critic_member(self.critic, m, batch.obs, batch.action) for m in members])
             critic_loss = sum(((q - target) ** 2).mean() for q in qs)
+            td_error = ((qs.detach() - target) ** 2).mean().sqrt()  # every member's every row alike
             with torch.no_grad():
                 value = min_over_members(self.critic, batch.obs, self.policy_sample(mean))
                 advantage = qs.min(0).values - value
                 if cfg.advantage_scale == "ess":
                     scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess, imitate > 0))
+                elif cfg.advantage_scale == "td_error":
+                    scaled = advantage / max(cfg.awr_lambda, td_error.item())
                 else:
                     spread = advantage.std().clamp_min(1e-6) if cfg.advantage_scale == "batch_std" else 1.0
                     scaled = advantage / spread / cfg.awr_lambda
@@ -141,6 +144,7 @@ class Reference:
                 "q_min": qs.min().item(),
                 "q_max": qs.max().item(),
                 "target_mean": target.mean().item(),
+                "td_error": td_error.item(),
                 "adv_mean": advantage.mean().item(),
                 "adv_std": advantage.std().item(),
                 "weight_max": weights.max().item(),
@@ -196,12 +200,23 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         CONFIG.replace(critic_layer_norm=False, policy_average=None, critic_members=3),
         CONFIG.replace(advantage_scale="batch_std"),
         CONFIG.replace(advantage_scale="ess"),
+        CONFIG.replace(advantage_scale="td_error", awr_lambda=1e-3),  # the critics' error sets the temperature
         CONFIG.replace(algo="bc"),
         CONFIG.replace(compile=True),
         CONFIG.replace(imitate_online="all"),
         CONFIG.replace(algo="bc", imitate_online="all"),
     ],
-    ids=["awac", "awac-plain-critics", "awac-batch-std", "awac-ess", "bc", "awac-compiled", "awac-all", "bc-all"],
+    ids=[
+        "awac",
+        "awac-plain-critics",
+        "awac-batch-std",
+        "awac-ess",
+        "awac-td-error",
+        "bc",
+        "awac-compiled",
+        "awac-all",
+        "bc-all",
+    ],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:
     torch.manual_seed(0)
