@@ -22,10 +22,14 @@ without running anything. docs/benchmarks.md has the scenario table and the full
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
+import os
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +44,7 @@ from awac_robot.store import StoreError
 from awac_robot.train.config import ConfigError, TrainConfig, load_config
 
 ALGOS = ("awac", "bc")
+LOCK = ".suite.lock"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,27 @@ class GridSettings:
 def fail(message: str) -> NoReturn:
     print(f"suite: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+@contextmanager
+def sole_suite_in(work: Path) -> Iterator[None]:
+    """Hold WORK for this suite alone, or fail saying who holds it.
+
+    Each suite saves the whole results file it holds in memory, so two suites in one folder would each
+    overwrite the other's finished rows. The lock is a flock: the kernel drops it when its holder dies,
+    even by SIGKILL, so no stale lock is ever left to clear by hand.
+    """
+    with open(work / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            fail(f"another suite (pid {holder}) is running in {work}: wait for it to end or pass another --work")
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def build_stores(scenarios: list[Scenario], settings: GridSettings, results: Results) -> dict[str, BuiltStore]:
@@ -225,8 +251,8 @@ def main() -> None:
         fail("--ray needs Ray: pip install -e '.[ray]'")
     scenarios = select(args.only)
     algos = tuple(dict.fromkeys(args.algo))
-    results = Results(args.work / RESULTS)
     if args.report_only:
+        results = Results(args.work / RESULTS)
         if not results.runs:
             fail(f"no runs in {results.path}: run the suite first (without --report-only)")
         known = [s.name for s in scenarios if s.name in results.stores]
@@ -243,14 +269,16 @@ def main() -> None:
         fail(f"--config: {exc}")
     scenarios = with_reference_data(scenarios, explicit=args.only is not None)
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"suite: {' '.join(sys.argv[1:]) or '(defaults)'}")
-    try:
-        finished = run_grid(scenarios, settings, results)
-    except StoreError as exc:  # e.g. a store cached by an older awac-robot: its message says what to do
-        fail(str(exc))
-    names = [s.name for s in scenarios]
-    print("\n" + stores_table(results, names))
-    print(report(results, names, algos))
+    with sole_suite_in(args.work):
+        results = Results(args.work / RESULTS)  # read under the lock: the last suite's rows are all in it
+        print(f"suite: {' '.join(sys.argv[1:]) or '(defaults)'}")
+        try:
+            finished = run_grid(scenarios, settings, results)
+        except StoreError as exc:  # e.g. a store cached by an older awac-robot: its message says what to do
+            fail(str(exc))
+        names = [s.name for s in scenarios]
+        print("\n" + stores_table(results, names))
+        print(report(results, names, algos))
     if any(result.failed for result in finished):
         raise SystemExit(1)
 

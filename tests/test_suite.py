@@ -7,6 +7,9 @@ returned compared with the metrics.jsonl files that landed on disk.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the su
 from runner import eval_rows  # noqa: E402
 from scenarios import Scenario  # noqa: E402
 from stores import BuiltStore, StoreRecipe, build_atomically, cached_store  # noqa: E402
-from suite import GridSettings, grid_jobs, run_grid  # noqa: E402
+from suite import GridSettings, grid_jobs, run_grid, sole_suite_in  # noqa: E402
 from suite_report import Results, mean_curve, table, targets  # noqa: E402
 
 
@@ -72,6 +75,36 @@ def test_first_seed_adds_seeds_beside_an_earlier_runs_folders(tmp_path: Path) ->
     jobs = grid_jobs([tiny], settings, {"reach-tiny": store})
     assert sorted(job.seed for job in jobs) == [3, 4]
     assert sorted(job.folder.name for job in jobs) == ["reach-tiny-awac-s3", "reach-tiny-awac-s4"]
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_a_second_suite_in_a_held_work_folder_stops_before_touching_it(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    results = work / "suite-results.json"
+    results.write_text('{"stores": {}, "runs": {"kept/awac/s0": {}}}')
+    holder = subprocess.Popen(  # a real suite process holding the folder: the lock, then a wait
+        [sys.executable, "-c", "import sys, time; from suite import sole_suite_in\n"
+         f"with sole_suite_in(__import__('pathlib').Path({str(work)!r})):\n print('held', flush=True); time.sleep(60)"],
+        cwd=BENCH, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        second = subprocess.run(
+            [sys.executable, str(BENCH / "suite.py"), "--only", "push-scripted", "--algo", "bc", "--work", str(work)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert f"suite: error: another suite (pid {holder.pid}) is running in {work}" in second.stderr
+        assert sorted(p.name for p in work.iterdir()) == [".suite.lock", "suite-results.json"]  # no store, no run
+        assert results.read_text() == '{"stores": {}, "runs": {"kept/awac/s0": {}}}'
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with sole_suite_in(work):  # a holder killed outright leaves no stale lock to clear by hand
+        assert (work / ".suite.lock").read_text() == f"{os.getpid()}\n"
 
 
 @pytest.mark.slow
