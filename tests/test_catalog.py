@@ -10,7 +10,7 @@ import pytest
 from awac_robot.cli import main
 from awac_robot.demonstrators.catalog import collect_hint, task_demonstrators
 from awac_robot.demonstrators.scripted import scripted_tasks
-from awac_robot.envs import task_names
+from awac_robot.envs import builtin_task_files, task_names
 from awac_robot.store import DemoStore
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit"
@@ -65,8 +65,9 @@ def test_hinted_commands_fill_a_store_for_every_task(task: str, tmp_path: Path) 
     assert store.num_episodes == 2 and store.episode_meta()["success"].any()
 
 
-def test_every_task_has_a_way_to_successful_demonstrations() -> None:
-    for task in task_names():
+def test_every_shipped_task_has_a_way_to_successful_demonstrations() -> None:
+    # The shipped tasks only: a task another test registered (the registry is process-wide) may have none.
+    for task in builtin_task_files():
         demos = task_demonstrators(task)
         assert demos.scripted or demos.published is not None, f"{task} has no scripted or published expert"
 
