@@ -1,4 +1,4 @@
-"""The single-writer lock of a demo store: `fcntl.flock` on a file inside the store.
+"""The single-writer lock of a folder (a demo store; bench/suite.py's work folder): `fcntl.flock` on a file in it.
 
 flock (not a pid file checked by hand) because the kernel drops the lock when the holding
 process dies, however it dies: a collector killed with SIGKILL never leaves a stale lock

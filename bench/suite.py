@@ -22,9 +22,7 @@ without running anything. docs/benchmarks.md has the scenario table and the full
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib.util
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -41,10 +39,10 @@ from suite_ray import run_on_ray
 from suite_report import RESULTS, Results, table, targets
 
 from awac_robot.store import StoreError
+from awac_robot.store_lock import LockHeld, WriterLock
 from awac_robot.train.config import ConfigError, TrainConfig, load_config
 
 ALGOS = ("awac", "bc")
-LOCK = ".suite.lock"
 
 
 @dataclass(frozen=True)
@@ -77,20 +75,18 @@ def sole_suite_in(work: Path) -> Iterator[None]:
     """Hold WORK for this suite alone, or fail saying who holds it.
 
     Each suite saves the whole results file it holds in memory, so two suites in one folder would each
-    overwrite the other's finished rows. The lock is a flock: the kernel drops it when its holder dies,
-    even by SIGKILL, so no stale lock is ever left to clear by hand.
+    overwrite the other's finished rows. The stores' own writer lock, so a suite killed by SIGKILL
+    leaves no stale lock either.
     """
-    with open(work / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            fail(f"another suite (pid {holder}) is running in {work}: wait for it to end or pass another --work")
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+    lock = WriterLock(work)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        fail(f"another suite ({held.holder}) is running in {work}: wait for it to end or pass another --work")
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def build_stores(scenarios: list[Scenario], settings: GridSettings, results: Results) -> dict[str, BuiltStore]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,14 +98,15 @@ def test_a_second_suite_in_a_held_work_folder_stops_before_touching_it(tmp_path:
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert second.returncode == 2
-        assert f"suite: error: another suite (pid {holder.pid}) is running in {work}" in second.stderr
-        assert sorted(p.name for p in work.iterdir()) == [".suite.lock", "suite-results.json"]  # no store, no run
+        holder_text = f"pid {holder.pid} on {socket.gethostname()}"
+        assert f"suite: error: another suite ({holder_text}) is running in {work}" in second.stderr
+        assert sorted(p.name for p in work.iterdir()) == ["suite-results.json", "writer.lock"]  # no store, no run
         assert results.read_text() == '{"stores": {}, "runs": {"kept/awac/s0": {}}}'
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     with sole_suite_in(work):  # a holder killed outright leaves no stale lock to clear by hand
-        assert (work / ".suite.lock").read_text() == f"{os.getpid()}\n"
+        assert (work / "writer.lock").read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
 
 
 @pytest.mark.slow
