@@ -18,7 +18,8 @@ import pytest
 
 from awac_robot.store import DemoStore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the suite is a script, not a package
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))  # the suite is a script, not a package
 from runner import eval_rows  # noqa: E402
 from scenarios import Scenario  # noqa: E402
 from stores import BuiltStore, StoreRecipe, build_atomically, cached_store  # noqa: E402
@@ -78,16 +79,13 @@ def test_first_seed_adds_seeds_beside_an_earlier_runs_folders(tmp_path: Path) ->
     assert sorted(job.folder.name for job in jobs) == ["reach-tiny-awac-s3", "reach-tiny-awac-s4"]
 
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
 def test_a_second_suite_in_a_held_work_folder_stops_before_touching_it(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     results = work / "suite-results.json"
     results.write_text('{"stores": {}, "runs": {"kept/awac/s0": {}}}')
     holder = subprocess.Popen(  # a real suite process holding the folder: the lock, then a wait
-        [sys.executable, "-c", "import sys, time; from suite import sole_suite_in\n"
+        [sys.executable, "-c", "import time; from suite import sole_suite_in\n"
          f"with sole_suite_in(__import__('pathlib').Path({str(work)!r})):\n print('held', flush=True); time.sleep(60)"],
         cwd=BENCH, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
