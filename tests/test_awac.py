@@ -328,3 +328,77 @@ def test_target_floor_needs_a_discount_below_one() -> None:
         TrainConfig(target_floor="return", discount=1.0)
     with pytest.raises(ConfigError, match="'target_floor' must be one of"):
         TrainConfig(target_floor="mc")
+
+
+def chain_replay(lengths: list[int], rewards: np.ndarray, terminal_last: bool) -> Replay:
+    """Episodes of these lengths whose obs column 0 counts the row (next_obs: the row after), one-step."""
+    n = sum(lengths)
+    obs = torch.zeros(n, OBS)
+    obs[:, 0] = torch.arange(n, dtype=torch.float32)
+    next_obs = obs.clone()
+    next_obs[:, 0] += 1
+    terminal = torch.zeros(n)
+    if terminal_last:
+        terminal[np.cumsum(lengths) - 1] = 1.0
+    data = SimpleNamespace(
+        obs=obs,
+        action=torch.zeros(n, ACT),
+        reward=torch.as_tensor(rewards, dtype=torch.float32),
+        next_obs=next_obs,
+        terminal=terminal,
+    )
+    replay = Replay(OBS, ACT, n, seed=0)
+    replay.add_transitions(data)
+    return replay
+
+
+def test_look_ahead_sums_the_next_rewards_of_the_same_episode_and_bootstraps_where_they_end() -> None:
+    rewards = np.array([-1.0, -1.0, 0.0, 0.0, -1.0, -1.0])
+    replay = chain_replay([4, 2], rewards, terminal_last=True)
+    replay.look_ahead(np.array([4, 2]), 3, 0.5)
+    batch = replay.sample(4096)  # every row many times; check each against its hand-made n-step version
+    row = batch.obs[:, 0].long()
+    want_reward = torch.tensor([-1.5, -1.0, 0.0, 0.0, -1.5, -1.0])[row]
+    want_next = torch.tensor([3.0, 4.0, 4.0, 4.0, 6.0, 6.0])[row]  # row t + k - 1's next obs
+    want_steps = torch.tensor([3.0, 3.0, 2.0, 1.0, 2.0, 1.0])[row]
+    want_terminal = torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])[row]  # a look-ahead that reaches the end ends
+    torch.testing.assert_close(batch.reward, want_reward)
+    torch.testing.assert_close(batch.next_obs[:, 0], want_next)
+    torch.testing.assert_close(batch.steps, want_steps)
+    torch.testing.assert_close(batch.terminal, want_terminal)
+    with pytest.raises(ValueError, match="already look ahead"):
+        replay.look_ahead(np.array([4, 2]), 3, 0.5)  # summing sums would be wrong, so it is refused
+
+
+def test_look_ahead_of_one_step_leaves_the_rows_as_they_were() -> None:
+    replay = chain_replay([3], np.array([-1.0, -1.0, 0.0]), terminal_last=False)
+    before = replay.data[: replay.size].clone()
+    replay.look_ahead(np.array([3]), 1, 0.99)
+    torch.testing.assert_close(replay.data[: replay.size], before)
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_n_step_targets_bootstrap_at_gamma_to_the_steps_summed_with_the_offset_earned_per_step(n_step: int) -> None:
+    cfg = SMALL.replace(n_step=n_step, reward_scale=2.0, reward_offset=0.5, discount=0.9)
+    learner = build_learner(cfg, toy_spec(), torch.zeros(4, OBS))
+    steps = torch.tensor([1.0, 2.0, 3.0, 3.0])
+    batch = Batch(
+        obs=torch.zeros(4, OBS),
+        action=torch.zeros(4, ACT),
+        reward=torch.tensor([-1.0, -1.9, -2.71, 0.0]),
+        next_obs=torch.zeros(4, OBS),
+        terminal=torch.tensor([0.0, 0.0, 0.0, 1.0]),
+        steps=steps,
+    )
+    reward, bootstrap = learner._reward_and_bootstrap(batch)
+    if n_step == 1:  # one-step rows as the paper has them; the steps column is not read
+        torch.testing.assert_close(reward, batch.reward * 2.0 + 0.5)
+        assert bootstrap == 0.9
+    else:  # k steps: each earns 2 * r + 0.5, discounted, e.g. 2 * (-1 - 0.9) + 0.5 * (1 + 0.9) for k = 2
+        torch.testing.assert_close(reward, torch.tensor([-1.5, -2.85, -4.065, 1.355]))
+        torch.testing.assert_close(bootstrap, torch.tensor([0.9, 0.81, 0.729, 0.729]))
+
+
+def test_n_step_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="'n_step' must be >= 1"):
+        TrainConfig(n_step=0)

@@ -315,3 +315,32 @@ def test_target_floor_return_floors_every_row_at_its_episode_return(store: Path,
     ours = expected[400:600]  # the solved episode, after the two random ones
     assert ours[150] == 0.0 and ours[149] == -1.0 and ours[0] == pytest.approx(-(1 - 0.99**150) / 0.01, rel=1e-5)
     np.testing.assert_allclose(np.delete(expected, np.arange(400, 600)), -100.0, rtol=1e-5)  # failures: no information
+
+
+def test_n_step_rows_match_the_stores_episodes_live_and_when_rebuilt_on_resume(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = load_config(write_config(tmp_path, n_step=3, offline_steps=100, online_steps=250))
+    live = Trainer(out, store, config, resume=False, online=True, progress=False)
+    live.train()  # two online episodes: 200 steps, then one cut at 50 by the budget
+    with DemoStore.open(store) as demos:
+        meta, data = demos.episode_meta(), demos.load_transitions()
+    assert int(meta["length"].sum()) == live.replay.size and meta["length"][-2:].tolist() == [200, 50]
+    want_reward, want_next, want_terminal = [], [], []
+    for start, length in zip(np.cumsum(meta["length"]) - meta["length"], meta["length"], strict=True):
+        for t in range(start, start + length):
+            k = min(3, start + length - t)
+            want_reward.append(sum(0.99**j * data.reward[t + j] for j in range(k)))
+            want_next.append(data.next_obs[t + k - 1])
+            want_terminal.append(data.terminal[t + k - 1])
+    o, a, size = live.replay.obs_dim, live.replay.act_dim, live.replay.size
+    rows = live.replay.data[:size]
+    np.testing.assert_allclose(rows[:, o + a].numpy(), want_reward, rtol=1e-5)  # online episodes included
+    np.testing.assert_allclose(rows[:, o + a + 1 : 2 * o + a + 1].numpy(), np.array(want_next), rtol=1e-6)
+    np.testing.assert_array_equal(rows[:, 2 * o + a + 1].numpy(), want_terminal)
+    assert set(rows[:, 2 * o + a + 2].tolist()) == {1.0, 2.0, 3.0}  # the steps column
+    rebuilt = Trainer(out, None, None, resume=True, online=True, progress=False)
+    try:
+        assert torch.equal(rebuilt.replay.data[: rebuilt.replay.size], rows)  # a resume learns from the same rows
+    finally:
+        rebuilt.store.close()
+        rebuilt.log.close()

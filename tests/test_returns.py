@@ -1,11 +1,11 @@
-"""The discounted episode returns `target_floor: return` floors Bellman targets at."""
+"""The discounted episode returns `target_floor: return` floors Bellman targets at, and n-step look-aheads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from awac_robot.train.returns import episode_returns, returns_of_episodes
+from awac_robot.train.returns import episode_returns, n_step_rows, returns_of_episodes
 
 
 def test_a_truncated_success_keeps_the_value_of_staying_solved() -> None:
@@ -35,3 +35,14 @@ def test_episodes_are_packed_row_after_row() -> None:
 def test_an_undiscounted_tail_is_refused() -> None:
     with pytest.raises(ValueError, match="discount in \\(0, 1\\)"):
         episode_returns(np.zeros(2), np.zeros(2), 1.0)
+
+
+def test_n_step_rows_look_ahead_inside_their_own_episode_only() -> None:
+    last, steps = n_step_rows(np.array([4, 2]), 3)
+    np.testing.assert_array_equal(steps, [3, 3, 2, 1, 2, 1])  # an episode's last rows reach only its end
+    np.testing.assert_array_equal(last, [2, 3, 3, 3, 5, 5])  # never into the next episode
+    one_last, one_steps = n_step_rows(np.array([3]), 1)
+    np.testing.assert_array_equal(one_last, [0, 1, 2])
+    np.testing.assert_array_equal(one_steps, [1, 1, 1])
+    with pytest.raises(ValueError, match="n >= 1"):
+        n_step_rows(np.array([3]), 0)

@@ -9,7 +9,8 @@ the softmax leaves out the online rows of episodes that were not solved (`imitat
 solved`): with sparse rewards their advantages barely differ from a demonstration's, so
 imitating them copies the actor's failed exploration; the critic still learns from them. With
 `target_floor: return` each target is floored at its row's discounted return to the end of its
-episode (train/returns.py), once that episode has ended.
+episode (train/returns.py), once that episode has ended. With `n_step` > 1 a row's reward sums the
+next k <= n rewards of its episode and the target bootstraps at gamma^k (train/replay.py).
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -55,6 +56,8 @@ class UpdateConfig:
     imitate_online: str = "solved"
     #: "return": each Bellman target is at least its row's discounted episode return (`Batch.floor`); "none": not
     target_floor: str = "none"
+    #: the most env steps a Bellman target sums before it bootstraps (`Batch.steps` per row); 1: the paper's
+    n_step: int = 1
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Batch:
     imitate: torch.Tensor | None = None
     #: per row, the discounted return of the rest of its episode (-inf while the episode runs); None: no floors
     floor: torch.Tensor | None = None
+    #: per row, how many env steps `reward` sums before `next_obs` (`n_step`); None: one each
+    steps: torch.Tensor | None = None
 
 
 ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor", "td_error")
@@ -166,6 +171,8 @@ class AWACLearner:
             raise ValueError(f"imitate_online must be one of {IMITATE_ONLINE}, got {config.imitate_online!r}")
         if config.target_floor not in TARGET_FLOORS:
             raise ValueError(f"target_floor must be one of {TARGET_FLOORS}, got {config.target_floor!r}")
+        if config.n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {config.n_step}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -232,8 +239,8 @@ class AWACLearner:
             # Bellman target from the target critics at a' ~ pi(.|s').
             next_action = actor.perturb(actor(batch.next_obs), next_noise)
             next_q = self.target_critic(batch.next_obs, next_action).amin(0)
-            reward = batch.reward * cfg.reward_scale + cfg.reward_offset
-            target = reward + cfg.discount * (1.0 - batch.terminal) * next_q
+            reward, bootstrap = self._reward_and_bootstrap(batch)
+            target = reward + bootstrap * (1.0 - batch.terminal) * next_q
             floored = None
             if cfg.target_floor == "return" and batch.floor is not None:
                 floored = (batch.floor > target).float().mean()  # the share of targets the floor lifted
@@ -272,6 +279,19 @@ class AWACLearner:
             if floored is not None:
                 stats["floored"] = floored
         return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob, imitate)}
+
+    def _reward_and_bootstrap(self, batch: Batch) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """The critic's reward of each row and the discount its bootstrap gets: gamma^k after k summed steps.
+
+        The scale and offset apply per env step, so k steps summed as stored earn the offset
+        k times, discounted: offset * (1 + gamma + ... + gamma^(k-1)).
+        """
+        cfg = self.config
+        if cfg.n_step == 1 or batch.steps is None:
+            return batch.reward * cfg.reward_scale + cfg.reward_offset, cfg.discount
+        bootstrap = torch.pow(cfg.discount, batch.steps)
+        reach = batch.steps if cfg.discount == 1 else (1.0 - bootstrap) / (1.0 - cfg.discount)
+        return batch.reward * cfg.reward_scale + cfg.reward_offset * reach, bootstrap
 
     def _actor_stats(
         self, actor_loss: torch.Tensor, log_prob: torch.Tensor, imitate: torch.Tensor | None

@@ -80,6 +80,9 @@ class TrainConfig:
     # Monte-Carlo bound; train/returns.py), so a sparse success reaches the start of its episode at once; "none":
     # the paper's plain backup.
     target_floor: str = "none"
+    # Env steps each Bellman target sums before it bootstraps (at most; never past its episode's end). Paper: 1.
+    # n carries a sparse success n steps back per backup, at the bias of the data's own actions for n - 1 steps.
+    n_step: int = 1
     # Paper: 1024. Per wall-clock second on one CPU core, 256 learns about as well and steps the env 3.5x faster.
     batch_size: int = 256
     # r' = r * scale + offset. A smaller scale shrinks the advantages like a larger lambda (closer to BC).
@@ -158,6 +161,7 @@ class TrainConfig:
             "target_floor",
             "needs discount < 1 (a truncated episode's return would be infinite): set discount below 1 or use none",
         )
+        self._require(self.n_step >= 1, "n_step", "must be >= 1 (1 = one-step targets, the paper's)")
         self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
         noise = self.explore_noise
         self._require(
@@ -201,6 +205,7 @@ class TrainConfig:
             target_ess=self.target_ess,
             imitate_online=self.imitate_online,
             target_floor=self.target_floor,
+            n_step=self.n_step,
         )
 
     def to_dict(self) -> dict[str, Any]:

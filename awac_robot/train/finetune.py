@@ -243,6 +243,7 @@ class Trainer:
         floors = self.floors(transitions.reward, transitions.terminal, lengths)
         imitate = np.concatenate([np.ones(self.pretraining.steps), solved_rows])
         self.replay.add_transitions(transitions, imitate, floors)
+        self.replay.look_ahead(lengths, self.config.n_step, self.config.discount)
         self.replay.mark_offline(self.pretraining.steps)
         self._redo_steps = int(meta["length"][redo].sum())
         return redo
@@ -579,5 +580,6 @@ class Trainer:
         self.noise.record(episode.solved)
         floors = self.floors(episode.reward, episode.terminated, np.array([episode.length]))
         self.replay.end_episode(episode.solved, floors)
+        self.replay.look_ahead(np.array([episode.length]), self.config.n_step, self.config.discount)
         if self.counters.updates >= self._next_checkpoint:
             self.checkpoint()

@@ -1,12 +1,15 @@
 """The replay: offline transitions first, online ones appended after, in one packed tensor.
 
-Each row is [obs | action | reward | next_obs | terminal | imitate | floor], so drawing a batch
-is one random index tensor and one `index_select` -- no Python work per sample. Rows below
-`offline_size` came from the store before the run started; that split is what the
+Each row is [obs | action | reward | next_obs | terminal | steps | imitate | floor], so drawing
+a batch is one random index tensor and one `index_select` -- no Python work per sample. Rows
+below `offline_size` came from the store before the run started; that split is what the
 offline/online mixing option samples from. `imitate` says whether the actor may be fitted to
 the row (`imitate_online: solved`) and `floor` is the row's discounted return to its episode's
 end (`target_floor: return`, train/returns.py): an online episode's rows are added unmarked and
-with no floor, and get both once the episode has ended.
+with no floor, and get both once the episode has ended. Rows are one-step transitions
+(`steps` 1) until `look_ahead` turns whole episodes into n-step ones (`n_step`): `reward` is
+then the discounted sum of the next `steps` rewards and `next_obs`, `terminal` those of the
+row `steps - 1` ahead.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import numpy as np
 import torch
 
 from awac_robot.train.awac import Batch
-from awac_robot.train.returns import UNKNOWN
+from awac_robot.train.returns import UNKNOWN, n_step_rows
 
 
 class Replay:
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int) -> None:
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.width = 2 * obs_dim + act_dim + 4
+        # Column offsets of the scalar columns after [obs | action]; next_obs sits between reward and terminal.
+        self._reward = obs_dim + act_dim
+        self._next_obs = slice(self._reward + 1, self._reward + 1 + obs_dim)
+        self._terminal, self._steps, self._imitate, self._floor = (self._reward + 1 + obs_dim + i for i in range(4))
+        self.width = self._floor + 1
         self.data = torch.empty(max(capacity, 1), self.width)
         self.size = 0
         self.offline_size = 0
@@ -40,7 +47,7 @@ class Replay:
         floor: np.ndarray | torch.Tensor,
     ) -> None:
         """Append rows (each argument has a leading batch axis)."""
-        columns = (obs, action, reward, next_obs, terminal, imitate, floor)
+        columns = (obs, action, reward, next_obs, terminal, np.ones(len(reward)), imitate, floor)
         parts = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in columns]
         n = parts[0].shape[0]
         parts = [p.reshape(n, -1) for p in parts]
@@ -77,8 +84,35 @@ class Replay:
         if not 0 <= rows <= self.size - self.offline_size:
             raise ValueError(f"cannot mark the last {rows} rows of {self.size - self.offline_size} online ones")
         if solved:
-            self.data[self.size - rows : self.size, -2] = 1.0
-        self.data[self.size - rows : self.size, -1] = torch.as_tensor(floor, dtype=torch.float32)
+            self.data[self.size - rows : self.size, self._imitate] = 1.0
+        self.data[self.size - rows : self.size, self._floor] = torch.as_tensor(floor, dtype=torch.float32)
+
+    def look_ahead(self, lengths: np.ndarray, n: int, discount: float) -> None:
+        """Make the last sum(lengths) rows, whole one-step episodes of these lengths, n-step rows (see the module).
+
+        Rewards are summed as stored, before the learner's reward scale and offset (it applies those
+        per step from `steps`). Call it once per row: a second call would sum sums.
+        """
+        count = int(np.sum(lengths))
+        if not 0 <= count <= self.size:
+            raise ValueError(f"cannot look ahead over {count} rows of a replay of {self.size}")
+        if n == 1 or count == 0:
+            return
+        last, steps = (torch.as_tensor(x) for x in n_step_rows(lengths, n))
+        block = self.data[self.size - count : self.size]
+        if bool((block[:, self._steps] != 1).any()):
+            raise ValueError("these rows already look ahead: look_ahead is for one-step rows only")
+        reward = block[:, self._reward].clone()
+        rows = torch.arange(count)
+        total = torch.zeros(count)
+        for j in range(n):
+            inside = j < steps  # row t + j is still inside row t's look-ahead
+            total += torch.where(inside, discount**j * reward[(rows + j).clamp_max(count - 1)], 0.0)
+        end = block.index_select(0, last)  # copies, so the rows read below are the one-step ones
+        block[:, self._next_obs] = end[:, self._next_obs]
+        block[:, self._terminal] = end[:, self._terminal]
+        block[:, self._steps] = steps.float()
+        block[:, self._reward] = total
 
     def mark_offline(self, rows: int | None = None) -> None:
         """The first `rows` rows (default: everything added so far) are the offline data."""
@@ -102,15 +136,15 @@ class Replay:
                 ]
             )
         rows = self.data.index_select(0, index)
-        o, a = self.obs_dim, self.act_dim
         return Batch(
-            obs=rows[:, :o],
-            action=rows[:, o : o + a],
-            reward=rows[:, o + a],
-            next_obs=rows[:, o + a + 1 : 2 * o + a + 1],
-            terminal=rows[:, -3],
-            imitate=rows[:, -2] > 0.5,
-            floor=rows[:, -1],
+            obs=rows[:, : self.obs_dim],
+            action=rows[:, self.obs_dim : self._reward],
+            reward=rows[:, self._reward],
+            next_obs=rows[:, self._next_obs],
+            terminal=rows[:, self._terminal],
+            imitate=rows[:, self._imitate] > 0.5,
+            floor=rows[:, self._floor],
+            steps=rows[:, self._steps],
         )
 
     def offline_obs(self) -> torch.Tensor:

@@ -7,6 +7,11 @@ already says what acting as its data did achieved from every row on: its discoun
 Flooring each target at that return (the Monte-Carlo lower bound of Cal-QL, Nakamoto et al.
 2023) hands the critic the whole episode's outcome at once and leaves every target that is
 already higher alone.
+
+`n_step_rows` serves the other way of carrying a sparse success back faster, n-step targets:
+each row's target sums the next n rewards of its own episode before it bootstraps, so one
+backup moves a success n steps instead of one, and averages over what the data did rather than
+taking the best of it as the floor does.
 """
 
 from __future__ import annotations
@@ -46,3 +51,21 @@ def returns_of_episodes(reward: np.ndarray, terminal: np.ndarray, lengths: np.nd
     starts = ends - lengths
     parts = [episode_returns(reward[a:b], terminal[a:b], discount) for a, b in zip(starts, ends, strict=True)]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+
+
+def n_step_rows(lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For consecutive episodes of these lengths, each row's look-ahead: (the row it bootstraps from, steps).
+
+    Row t of an episode of length L looks k = min(n, L - t) steps ahead and bootstraps from the
+    next observation (and terminal flag) of row t + k - 1: an episode's last rows look only as far
+    as its end, and never into the next episode.
+    """
+    if n < 1:
+        raise ValueError(f"n-step look-ahead needs n >= 1, got {n}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if np.any(lengths < 0):
+        raise ValueError(f"episode lengths must be >= 0, got {lengths.min()}")
+    ends = np.repeat(np.cumsum(lengths), lengths)  # per row: one past its episode's last row
+    rows = np.arange(len(ends), dtype=np.int64)
+    steps = np.minimum(n, ends - rows)
+    return rows + steps - 1, steps
