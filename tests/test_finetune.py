@@ -332,12 +332,12 @@ def test_n_step_rows_match_the_stores_episodes_live_and_when_rebuilt_on_resume(s
             want_reward.append(sum(0.99**j * data.reward[t + j] for j in range(k)))
             want_next.append(data.next_obs[t + k - 1])
             want_terminal.append(data.terminal[t + k - 1])
-    o, a, size = live.replay.obs_dim, live.replay.act_dim, live.replay.size
-    rows = live.replay.data[:size]
-    np.testing.assert_allclose(rows[:, o + a].numpy(), want_reward, rtol=1e-5)  # online episodes included
-    np.testing.assert_allclose(rows[:, o + a + 1 : 2 * o + a + 1].numpy(), np.array(want_next), rtol=1e-6)
-    np.testing.assert_array_equal(rows[:, 2 * o + a + 1].numpy(), want_terminal)
-    assert set(rows[:, 2 * o + a + 2].tolist()) == {1.0, 2.0, 3.0}  # the steps column
+    rows = live.replay.data[: live.replay.size]
+    batch = live.replay.batch_of(torch.arange(live.replay.size))  # every row, in order
+    np.testing.assert_allclose(batch.reward.numpy(), want_reward, rtol=1e-5)  # online episodes included
+    np.testing.assert_allclose(batch.next_obs.numpy(), np.array(want_next), rtol=1e-6)
+    np.testing.assert_array_equal(batch.terminal.numpy(), want_terminal)
+    assert batch.steps is not None and set(batch.steps.tolist()) == {1.0, 2.0, 3.0}
     rebuilt = Trainer(out, None, None, resume=True, online=True, progress=False)
     try:
         assert torch.equal(rebuilt.replay.data[: rebuilt.replay.size], rows)  # a resume learns from the same rows

@@ -135,6 +135,10 @@ class Replay:
                     torch.randint(self.offline_size, self.size, (batch_size - n_off,), generator=self.generator),
                 ]
             )
+        return self.batch_of(index)
+
+    def batch_of(self, index: torch.Tensor) -> Batch:
+        """The rows at `index` as a Batch, its columns split by the layout this replay packs them in."""
         rows = self.data.index_select(0, index)
         return Batch(
             obs=rows[:, : self.obs_dim],
