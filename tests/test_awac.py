@@ -402,3 +402,64 @@ def test_n_step_targets_bootstrap_at_gamma_to_the_steps_summed_with_the_offset_e
 def test_n_step_must_be_at_least_one() -> None:
     with pytest.raises(ConfigError, match="'n_step' must be >= 1"):
         TrainConfig(n_step=0)
+
+
+def loop_batch(reward: float, n: int = 64) -> Batch:
+    """Rows of one state that loops on itself with this reward, from a replay whose rewards were -1 and 0."""
+    return Batch(
+        obs=torch.zeros(n, OBS),
+        action=torch.zeros(n, ACT),
+        reward=torch.full((n,), reward),
+        next_obs=torch.zeros(n, OBS),
+        terminal=torch.zeros(n),
+        reward_range=torch.tensor([-1.0, 0.0]),
+    )
+
+
+@pytest.mark.parametrize("target_clip", ["none", "reward_range"])
+@pytest.mark.parametrize(("reward", "next_q", "clipped_to"), [(0.0, 5.0, 0.0), (-1.0, -10.0, -2.0)])
+def test_target_clip_holds_targets_inside_the_returns_the_rewards_can_reach(
+    target_clip: str, reward: float, next_q: float, clipped_to: float
+) -> None:
+    # discount 0.5: rewards in [-1, 0] add up to returns in [-2, 0]; target critics that say 5 or -10 are outside it
+    learner = build_learner(SMALL.replace(discount=0.5, target_clip=target_clip), toy_spec(), torch.zeros(4, OBS))
+    with torch.no_grad():
+        learner.target_critic.weights[-1].zero_()
+        learner.target_critic.biases[-1].fill_(next_q)
+    batch = loop_batch(reward)
+    noise = (torch.zeros(64, ACT), torch.zeros(64, ACT))
+    _, stats = learner.losses(batch, noise)
+    if target_clip == "none":
+        assert stats["target_mean"].item() == pytest.approx(reward + 0.5 * next_q)
+        assert "clipped" not in stats
+    else:
+        assert stats["target_mean"].item() == pytest.approx(clipped_to)
+        assert stats["clipped"].item() == 1.0
+    inside = loop_batch(-1.0)
+    with torch.no_grad():
+        learner.target_critic.biases[-1].fill_(-1.5)  # -1 + 0.5 * -1.5 = -1.75: a return these rewards can give
+    _, stats = learner.losses(inside, noise)
+    assert stats["target_mean"].item() == pytest.approx(-1.75)
+
+
+def test_target_clip_range_follows_reward_scale_and_offset() -> None:
+    cfg = SMALL.replace(discount=0.9, target_clip="reward_range", reward_scale=2.0, reward_offset=3.0)
+    learner = build_learner(cfg, toy_spec(), torch.zeros(4, OBS))
+    low, high = learner._value_range(torch.tensor([-1.0, 0.0]))  # per step: 2 * r + 3 in [1, 3]
+    assert (low.item(), high.item()) == pytest.approx((0.0, 30.0))  # 0: an episode may end at once
+
+
+def test_replay_keeps_the_one_step_reward_range_through_look_ahead() -> None:
+    replay = chain_replay([4, 2], np.array([-1.0, -1.0, 0.0, 0.0, -1.0, -1.0]), terminal_last=True)
+    replay.look_ahead(np.array([4, 2]), 3, 0.5)  # rows now sum up to -1.5
+    replay.add_step(np.zeros(OBS), np.zeros(ACT), -0.25, np.zeros(OBS), False)
+    torch.testing.assert_close(replay.sample(8).reward_range, torch.tensor([-1.0, 0.0]))
+    replay.add_step(np.zeros(OBS), np.zeros(ACT), 2.0, np.zeros(OBS), False)
+    torch.testing.assert_close(replay.sample(8).reward_range, torch.tensor([-1.0, 2.0]))
+
+
+def test_target_clip_is_checked() -> None:
+    with pytest.raises(ConfigError, match="'target_clip' needs discount < 1"):
+        TrainConfig(target_clip="reward_range", discount=1.0)
+    with pytest.raises(ConfigError, match="'target_clip' must be one of"):
+        TrainConfig(target_clip="feasible")

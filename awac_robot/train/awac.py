@@ -10,7 +10,9 @@ solved`): with sparse rewards their advantages barely differ from a demonstratio
 imitating them copies the actor's failed exploration; the critic still learns from them. With
 `target_floor: return` each target is floored at its row's discounted return to the end of its
 episode (train/returns.py), once that episode has ended. With `n_step` > 1 a row's reward sums the
-next k <= n rewards of its episode and the target bootstraps at gamma^k (train/replay.py).
+next k <= n rewards of its episode and the target bootstraps at gamma^k (train/replay.py). With
+`target_clip: reward_range` each target is clipped to the discounted values the replay's rewards can
+add up to, [min(r, 0), max(r, 0)] / (1 - gamma): no return of those rewards lies outside it.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -58,6 +60,8 @@ class UpdateConfig:
     target_floor: str = "none"
     #: the most env steps a Bellman target sums before it bootstraps (`Batch.steps` per row); 1: the paper's
     n_step: int = 1
+    #: "reward_range": each Bellman target is clipped to the values `Batch.reward_range` can reach; "none": not
+    target_clip: str = "none"
 
 
 @dataclass
@@ -73,11 +77,14 @@ class Batch:
     floor: torch.Tensor | None = None
     #: per row, how many env steps `reward` sums before `next_obs` (`n_step`); None: one each
     steps: torch.Tensor | None = None
+    #: the lowest and highest one-step reward (as stored) of the replay the batch came from, shape (2,); None: unknown
+    reward_range: torch.Tensor | None = None
 
 
 ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor", "td_error")
 IMITATE_ONLINE = ("all", "solved")
 TARGET_FLOORS = ("none", "return")
+TARGET_CLIPS = ("none", "reward_range")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
 ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
@@ -173,6 +180,10 @@ class AWACLearner:
             raise ValueError(f"target_floor must be one of {TARGET_FLOORS}, got {config.target_floor!r}")
         if config.n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {config.n_step}")
+        if config.target_clip not in TARGET_CLIPS:
+            raise ValueError(f"target_clip must be one of {TARGET_CLIPS}, got {config.target_clip!r}")
+        if config.target_clip != "none" and config.discount >= 1:
+            raise ValueError(f"target_clip {config.target_clip!r} needs discount < 1, got {config.discount}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -245,6 +256,11 @@ class AWACLearner:
             if cfg.target_floor == "return" and batch.floor is not None:
                 floored = (batch.floor > target).float().mean()  # the share of targets the floor lifted
                 target = torch.maximum(target, batch.floor)
+            clipped = None
+            if cfg.target_clip == "reward_range" and batch.reward_range is not None:
+                low, high = self._value_range(batch.reward_range)
+                clipped = ((target < low) | (target > high)).float().mean()  # the share of targets the clip moved
+                target = target.clamp(low, high)
 
         obs_proj = critic.project_obs(batch.obs)
         q = critic.from_projection(obs_proj, batch.action)  # (members, batch)
@@ -278,6 +294,8 @@ class AWACLearner:
             )
             if floored is not None:
                 stats["floored"] = floored
+            if clipped is not None:
+                stats["clipped"] = clipped
         return actor_loss + critic_loss, {**stats, **self._actor_stats(actor_loss, log_prob, imitate)}
 
     def _reward_and_bootstrap(self, batch: Batch) -> tuple[torch.Tensor | float, torch.Tensor | float]:
@@ -292,6 +310,17 @@ class AWACLearner:
         bootstrap = torch.pow(cfg.discount, batch.steps)
         reach = batch.steps if cfg.discount == 1 else (1.0 - bootstrap) / (1.0 - cfg.discount)
         return batch.reward * cfg.reward_scale + cfg.reward_offset * reach, bootstrap
+
+    def _value_range(self, reward_range: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lowest and highest discounted return of per-step rewards in `reward_range`, after scale and offset.
+
+        An episode may end (a terminal) at any step, so the sum can stop early: 0 is inside the range
+        whatever the rewards' signs, e.g. [-1 / (1 - gamma), 0] for the sparse -1/0 reward.
+        """
+        cfg = self.config
+        per_step = reward_range * cfg.reward_scale + cfg.reward_offset  # scale > 0 keeps the order
+        horizon = 1.0 / (1.0 - cfg.discount)
+        return per_step[0].clamp_max(0.0) * horizon, per_step[1].clamp_min(0.0) * horizon
 
     def _actor_stats(
         self, actor_loss: torch.Tensor, log_prob: torch.Tensor, imitate: torch.Tensor | None

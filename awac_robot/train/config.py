@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, IMITATE_ONLINE, TARGET_FLOORS, UpdateConfig
+from awac_robot.train.awac import ADVANTAGE_SCALES, ALGOS, IMITATE_ONLINE, TARGET_CLIPS, TARGET_FLOORS, UpdateConfig
 from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
@@ -83,6 +83,10 @@ class TrainConfig:
     # Env steps each Bellman target sums before it bootstraps (at most; never past its episode's end). Paper: 1.
     # n carries a sparse success n steps back per backup, at the bias of the data's own actions for n - 1 steps.
     n_step: int = 1
+    # "reward_range": clip every Bellman target to the discounted values the replay's rewards can reach,
+    # [min(r, 0), max(r, 0)] / (1 - gamma) ([-100, 0] for the sparse reward at 0.99), since the minimum over
+    # critics drifts below what any return can be; "none": the paper's plain backup.
+    target_clip: str = "none"
     # Paper: 1024. Per wall-clock second on one CPU core, 256 learns about as well and steps the env 3.5x faster.
     batch_size: int = 256
     # r' = r * scale + offset. A smaller scale shrinks the advantages like a larger lambda (closer to BC).
@@ -162,6 +166,12 @@ class TrainConfig:
             "needs discount < 1 (a truncated episode's return would be infinite): set discount below 1 or use none",
         )
         self._require(self.n_step >= 1, "n_step", "must be >= 1 (1 = one-step targets, the paper's)")
+        self._require(self.target_clip in TARGET_CLIPS, "target_clip", f"must be one of {TARGET_CLIPS}")
+        self._require(
+            self.target_clip == "none" or self.discount < 1,
+            "target_clip",
+            "needs discount < 1 (at 1 the range of returns is unbounded): set discount below 1 or use none",
+        )
         self._require(self.explore_mean in EXPLORE_MEANS, "explore_mean", f"must be one of {EXPLORE_MEANS}")
         noise = self.explore_noise
         self._require(
@@ -206,6 +216,7 @@ class TrainConfig:
             imitate_online=self.imitate_online,
             target_floor=self.target_floor,
             n_step=self.n_step,
+            target_clip=self.target_clip,
         )
 
     def to_dict(self) -> dict[str, Any]:

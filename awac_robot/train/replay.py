@@ -14,6 +14,7 @@ row `steps - 1` ahead.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ class Replay:
         self.data = torch.empty(max(capacity, 1), self.width)
         self.size = 0
         self.offline_size = 0
+        self.reward_range = torch.tensor([math.inf, -math.inf])
         self.generator = torch.Generator().manual_seed(seed)
 
     def add(
@@ -56,6 +58,9 @@ class Replay:
             grown[: self.size] = self.data[: self.size]
             self.data = grown
         torch.cat(parts, 1, out=self.data[self.size : self.size + n])
+        if n > 0:
+            low, high = torch.aminmax(parts[2])
+            self.reward_range = torch.stack([self.reward_range[0].minimum(low), self.reward_range[1].maximum(high)])
         self.size += n
 
     def add_step(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, done: bool) -> None:
@@ -149,6 +154,7 @@ class Replay:
             imitate=rows[:, self._imitate] > 0.5,
             floor=rows[:, self._floor],
             steps=rows[:, self._steps],
+            reward_range=self.reward_range,
         )
 
     def offline_obs(self) -> torch.Tensor:
