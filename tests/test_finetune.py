@@ -344,3 +344,28 @@ def test_n_step_rows_match_the_stores_episodes_live_and_when_rebuilt_on_resume(s
     finally:
         rebuilt.store.close()
         rebuilt.log.close()
+
+
+def test_target_clip_takes_its_range_from_every_reward_the_run_has_seen(store: Path, tmp_path: Path) -> None:
+    with DemoStore.open(store, "a") as demos:  # a solved episode beside the random ones: reward 0 from step 150 on
+        episode = next(iter(demos.episodes()))
+        solved = np.arange(episode.length) >= 150
+        demos.append(replace(episode, reward=np.where(solved, 0.0, -1.0), success=solved, seed=99), spec=demos.spec)
+    out = tmp_path / "run"
+    config = load_config(write_config(tmp_path, target_clip="reward_range", offline_steps=100, online_steps=250))
+    live = Trainer(out, store, config, resume=False, online=True, progress=False)
+    live.train()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    updates = [r for r in rows if "critic_loss" in r]
+    assert updates and all(0 <= r["clipped"] <= 1 for r in updates)
+    with DemoStore.open(store) as demos:
+        data = demos.load_transitions()
+    assert data.reward.min() == -1.0 and data.reward.max() == 0.0  # online episodes included
+    torch.testing.assert_close(live.replay.sample(4).reward_range, torch.tensor([-1.0, 0.0]))
+    rebuilt = Trainer(out, None, None, resume=True, online=True, progress=False)
+    try:  # a resume rebuilds the same rows from the store, and with them the same range
+        torch.testing.assert_close(rebuilt.replay.sample(4).reward_range, torch.tensor([-1.0, 0.0]))
+        assert torch.equal(rebuilt.replay.data[: rebuilt.replay.size], live.replay.data[: live.replay.size])
+    finally:
+        rebuilt.store.close()
+        rebuilt.log.close()
