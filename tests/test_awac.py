@@ -463,3 +463,24 @@ def test_target_clip_is_checked() -> None:
         TrainConfig(target_clip="reward_range", discount=1.0)
     with pytest.raises(ConfigError, match="'target_clip' must be one of"):
         TrainConfig(target_clip="feasible")
+
+
+@pytest.mark.parametrize("value_action", ["sample", "mean"])
+def test_value_at_the_policy_mean_gives_the_policys_own_actions_no_advantage(value_action: str) -> None:
+    learner = build_learner(SMALL.replace(value_action=value_action), toy_spec(), torch.zeros(4, OBS))
+    obs = torch.randn(64, OBS)
+    with torch.no_grad():
+        mean = learner.actor(obs)
+    batch = Batch(obs=obs, action=mean, reward=torch.zeros(64), next_obs=obs, terminal=torch.zeros(64))
+    noise = (torch.zeros(64, ACT), torch.ones(64, ACT))  # V's draw one std off the mean
+    _, stats = learner.losses(batch, noise)
+    if value_action == "mean":  # A = Q(s, mean) - Q(s, mean) = 0 on every row: plain BC weights
+        assert stats["adv_std"].item() == 0.0
+        assert stats["weight_ess"].item() == pytest.approx(64.0)
+    else:  # the drawn action is off the mean, so the rows' advantages differ
+        assert stats["adv_std"].item() > 0.0
+
+
+def test_value_action_is_checked() -> None:
+    with pytest.raises(ConfigError, match="'value_action' must be one of"):
+        TrainConfig(value_action="mode")

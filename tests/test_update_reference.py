@@ -125,7 +125,8 @@ class Reference:
             critic_loss = sum(((q - target) ** 2).mean() for q in qs)
             td_error = ((qs.detach() - target) ** 2).mean().sqrt()  # every member's every row alike
             with torch.no_grad():
-                value = min_over_members(self.critic, batch.obs, self.policy_sample(mean))
+                sampled = self.policy_sample(mean)  # drawn either way: the learner's generator advances alike
+                value = min_over_members(self.critic, batch.obs, sampled if cfg.value_action == "sample" else mean)
                 advantage = qs.min(0).values - value
                 if cfg.advantage_scale == "ess":
                     scaled = advantage / (advantage.std() * ess_temperature(advantage, cfg.target_ess, imitate > 0))
@@ -205,6 +206,7 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         CONFIG.replace(compile=True),
         CONFIG.replace(imitate_online="all"),
         CONFIG.replace(algo="bc", imitate_online="all"),
+        CONFIG.replace(value_action="mean"),
     ],
     ids=[
         "awac",
@@ -216,6 +218,7 @@ def assert_same_networks(learner: AWACLearner, reference: Reference) -> None:
         "awac-compiled",
         "awac-all",
         "bc-all",
+        "awac-value-at-mean",
     ],
 )
 def test_update_matches_the_plain_reference(door_replay: Replay, config: TrainConfig) -> None:

@@ -13,6 +13,9 @@ episode (train/returns.py), once that episode has ended. With `n_step` > 1 a row
 next k <= n rewards of its episode and the target bootstraps at gamma^k (train/replay.py). With
 `target_clip: reward_range` each target is clipped to the discounted values the replay's rewards can
 add up to, [min(r, 0), max(r, 0)] / (1 - gamma): no return of those rewards lies outside it.
+With `value_action: mean` the baseline V(s) is the critics at the policy's mean action instead of at one
+sample of it: a single sample's noise moves every row's advantage by as much as the advantages
+differ under sparse rewards, and the softmax then picks rows by that noise.
 
 The actor loss only touches actor weights (the weights w are constants) and the critic
 loss only critic weights (targets are computed without gradients), so both losses are
@@ -62,6 +65,8 @@ class UpdateConfig:
     n_step: int = 1
     #: "reward_range": each Bellman target is clipped to the values `Batch.reward_range` can reach; "none": not
     target_clip: str = "none"
+    #: "sample": V(s) = min_i Q_i(s, a_pi) at one policy sample (the paper's); "mean": at the policy's mean action
+    value_action: str = "sample"
 
 
 @dataclass
@@ -85,6 +90,7 @@ ADVANTAGE_SCALES = ("none", "batch_std", "ess", "ess_floor", "td_error")
 IMITATE_ONLINE = ("all", "solved")
 TARGET_FLOORS = ("none", "return")
 TARGET_CLIPS = ("none", "reward_range")
+VALUE_ACTIONS = ("sample", "mean")
 #: The temperatures "ess" chooses from, in units of std(A): log-spaced, each 15% above the one before.
 ESS_TEMPERATURES = torch.logspace(-2, 2, 65)
 
@@ -184,6 +190,8 @@ class AWACLearner:
             raise ValueError(f"target_clip must be one of {TARGET_CLIPS}, got {config.target_clip!r}")
         if config.target_clip != "none" and config.discount >= 1:
             raise ValueError(f"target_clip {config.target_clip!r} needs discount < 1, got {config.discount}")
+        if config.value_action not in VALUE_ACTIONS:
+            raise ValueError(f"value_action must be one of {VALUE_ACTIONS}, got {config.value_action!r}")
         self.config = config
         self.actor = actor
         self.critic = critic
@@ -267,8 +275,11 @@ class AWACLearner:
         critic_loss = ((q - target) ** 2).mean(1).sum()
 
         with torch.no_grad():
-            # V(s) from the policy: the critics at a sampled policy action, sharing the obs projection.
-            value = critic.from_projection(obs_proj.detach(), actor.perturb(mean.detach(), pi_noise)).amin(0)
+            # V(s) from the policy: the critics at a sampled policy action (or its mean), sharing the obs projection.
+            # The noise is drawn either way, so both settings consume the generator alike.
+            spread = 1.0 if cfg.value_action == "sample" else 0.0
+            value_action = actor.perturb(mean.detach(), pi_noise, noise_scale=spread)
+            value = critic.from_projection(obs_proj.detach(), value_action).amin(0)
             q = q.detach()
             td_error = (critic_loss.detach() / q.shape[0]).sqrt()  # RMS over members and rows
             advantage = q.amin(0) - value
