@@ -25,7 +25,8 @@ from runner import ROOT, awac_robot
 
 from awac_robot.store import DemoStore
 
-REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
+#: ../shared/data beside the checkout, or the folder AWAC_ROBOT_REFERENCE_DATA names (as the tests read it)
+REFERENCE = Path(os.environ.get("AWAC_ROBOT_REFERENCE_DATA") or ROOT.parent / "shared" / "data") / "adroit"
 HUMAN_DEMOS = {"door": REFERENCE / "door-v0_demos.pickle"}
 DAPG_EXPERTS = {"door": REFERENCE / "door_expert.npz", "pen": REFERENCE / "pen_expert.npz"}
 DEMONSTRATORS = ("scripted", "dapg-expert", "bc-on-human", "none")

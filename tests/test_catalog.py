@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from reference_data import ADROIT, absent
 
 from awac_robot.cli import main
 from awac_robot.demonstrators.catalog import collect_hint, task_demonstrators
@@ -13,7 +14,6 @@ from awac_robot.demonstrators.scripted import scripted_tasks
 from awac_robot.envs import builtin_task_files, task_names
 from awac_robot.store import DemoStore
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit"
 #: the hinted commands run in the default test run for these (cheap) tasks; all of them in the slow run
 QUICK = ("reach", "door")
 
@@ -33,9 +33,9 @@ def run_hinted_commands(task: str, tmp_path: Path) -> DemoStore:
             argv[argv.index("--episodes") + 1] = "2"
             argv.append("--no-progress")
         if argv[0] == "import-policy":
-            weights = REFERENCE / argv[2]
+            weights = ADROIT / argv[2]
             if not weights.exists():
-                pytest.skip(f"reference data absent: {weights} (see ../shared/data/README.md)")
+                pytest.skip(absent(weights))
             argv[2] = str(weights)
             argv[argv.index("--out") + 1] = str(tmp_path / argv[argv.index("--out") + 1])
             argv += ["--verify", "1000", "--eval-episodes", "0"]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from onnx_helpers import AdversarialPolicy, small_actor, write_policy
+from reference_data import ADROIT, absent
 
 from awac_robot.cli import main
 from awac_robot.control import safety
@@ -31,7 +32,6 @@ from awac_robot.dapg_policy import import_dapg_policy
 from awac_robot.envs import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "data" / "adroit"
 #: how far (m) the Fetch gripper can trail its mocap target, which the deltas move (docs/deploy.md)
 TRACKING_LAG = 0.02
 
@@ -199,9 +199,9 @@ def test_slot_reads_are_never_torn_across_processes() -> None:
 
 
 def test_exported_door_expert_solves_the_door_in_real_time(tmp_path: Path, capsys) -> None:
-    weights = REFERENCE / "door_expert.npz"
+    weights = ADROIT / "door_expert.npz"
     if not weights.exists():
-        pytest.skip(f"reference data not found at {weights} (see common notes: ../shared/data)")
+        pytest.skip(absent(weights))
     policy = tmp_path / "policies" / "door.onnx"
     import_dapg_policy(weights, "door", policy, verify=1000, eval_episodes=0)
     log = tmp_path / "door-run"

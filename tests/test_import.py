@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference_data import ADROIT, absent
 
 from awac_robot.cli import main
 from awac_robot.envs import get_spec
@@ -16,10 +17,8 @@ from awac_robot.spec import SpecMismatch
 from awac_robot.store import DemoStore
 
 ROOT = Path(__file__).resolve().parents[1]
-DOOR_DEMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit" / "door-v0_demos.pickle"
-needs_door_demos = pytest.mark.skipif(
-    not DOOR_DEMOS.exists(), reason=f"reference data absent: {DOOR_DEMOS} (see ../shared/data/README.md)"
-)
+DOOR_DEMOS = ADROIT / "door-v0_demos.pickle"
+needs_door_demos = pytest.mark.skipif(not DOOR_DEMOS.exists(), reason=absent(DOOR_DEMOS))
 HINGE = get_spec("door").obs_names.index("door_hinge_angle")
 
 

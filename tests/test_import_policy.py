@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from reference_data import ADROIT, absent
 
 from awac_robot.cli import main
 from awac_robot.collect import run_episode
@@ -18,10 +19,8 @@ from awac_robot.onnx_policy import OnnxPolicy
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import DemoStore
 
-PEN_EXPERT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit" / "pen_expert.npz"
-needs_pen_expert = pytest.mark.skipif(
-    not PEN_EXPERT.exists(), reason=f"reference data absent: {PEN_EXPERT} (see ../shared/data/README.md)"
-)
+PEN_EXPERT = ADROIT / "pen_expert.npz"
+needs_pen_expert = pytest.mark.skipif(not PEN_EXPERT.exists(), reason=absent(PEN_EXPERT))
 
 
 def write_weights(path: Path, obs_dim: int, act_dim: int, hidden: int = 16, seed: int = 0) -> Path:
