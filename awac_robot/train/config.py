@@ -28,6 +28,7 @@ from awac_robot.train.awac import (
     VALUE_ACTIONS,
     UpdateConfig,
 )
+from awac_robot.train.evaluation import MAX_REPORT_EPISODES, MAX_SELECT_EPISODES
 from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
@@ -139,7 +140,13 @@ class TrainConfig:
     offline_fraction: float | None = None
 
     # evaluation, logging, checkpoints
-    eval_episodes: int = 30  # few enough to be cheap, enough for a standard error of ~7 points near 80%
+    # Evaluations of the learning curve, on selection seeds (train/evaluation.py): they choose the handover and
+    # best.pt. Few enough to be cheap, enough for a standard error of ~7 points near 80%.
+    eval_episodes: int = 30
+    # The handed-over and the final policy are each scored once more on this many report seeds, never used to choose
+    # (0: not at all): at 100 the standard error is 5 points or less, where a difference of two 30-episode scores
+    # has 12, and that is what comparing two configs rests on (bench/suite.py).
+    report_episodes: int = 100
     eval_interval: int = 5_000  # env steps between evaluations online
     offline_eval_interval: int = 5_000  # updates between evaluations offline
     log_interval: int = 1_000  # updates between metric lines
@@ -207,6 +214,14 @@ class TrainConfig:
         self._require(frac is None or 0 <= frac <= 1, "offline_fraction", "must be null or in [0, 1]")
         for name in ("eval_episodes", "eval_interval", "offline_eval_interval", "log_interval", "checkpoint_interval"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(
+            self.eval_episodes <= MAX_SELECT_EPISODES, "eval_episodes", f"must be <= {MAX_SELECT_EPISODES} (seed sets)"
+        )
+        self._require(
+            0 <= self.report_episodes <= MAX_REPORT_EPISODES,
+            "report_episodes",
+            f"must be in [0, {MAX_REPORT_EPISODES}] (0: no report evaluations)",
+        )
         self._require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
 
     def _require(self, ok: bool, key: str, message: str) -> None:

@@ -166,6 +166,8 @@ class Trainer:
             self.noise.record(bool(solved))
         #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
         self.offline_best: dict[str, Any] | None = None
+        #: the report evaluations done (train/evaluation.py), by name: "handover", then "final"
+        self.reports: dict[str, dict[str, Any]] = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
@@ -255,6 +257,7 @@ class Trainer:
         self.last_eval = dict(state.get("eval") or {})
         self._evals_to_redo = [EvalRequest.from_dict(request) for request in state.get("evals_outstanding", [])]
         self.offline_best = state.get("offline_best")
+        self.reports = dict(state.get("reports") or {})
         self.last_checkpoint = Path(state["path"])
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         redo, c = self._redo, self.counters
@@ -302,6 +305,7 @@ class Trainer:
             "replay_rng": self.replay.generator.get_state(),
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
+            "reports": self.reports,
             # evaluations asked for but not back yet: a resume redoes them (their snapshots are here)
             "evals_outstanding": [request.to_dict() for request in self.evaluator.outstanding()]
             if self.evaluator is not None
@@ -377,8 +381,42 @@ class Trainer:
         for request, result in self.evaluator.results(wait):
             self.record_eval(request, result)
 
+    def report(self, name: str) -> None:
+        """Score the policy as it is now on the report seeds, once per run, and wait for it.
+
+        Reports never choose anything (no best.pt, no handover): they are the unbiased figures a
+        run is judged by. Waiting keeps them out of every checkpoint's outstanding evaluations, so
+        a fork of the checkpoint (bench/fork.py) inherits the handover's report instead of redoing it.
+        """
+        if self.config.report_episodes == 0 or name in self.reports:
+            return
+        assert self.evaluator is not None
+        counters = asdict(self.counters)
+        self.evaluator.submit(EvalRequest.snapshot(self.phase, counters, time.time(), self.learner.policy, name))
+        self.record_evals(wait=True)
+
+    @property
+    def phase(self) -> str:
+        return "online" if self.counters.offline_done else "offline"
+
     def record_eval(self, request: EvalRequest, result: dict[str, float]) -> None:
         counters = request.counters
+        if request.report is not None:
+            where = {"env_steps": counters["env_steps"], "updates": counters["updates"]}
+            self.reports[request.report] = {**result, **where}
+            self.record(
+                {
+                    "phase": request.phase,
+                    "report": request.report,
+                    "updates": counters["updates"],
+                    "env_steps": counters["env_steps"],
+                    "report_success": result["success_rate"],
+                    "report_return": result["return"],
+                    "report_episodes": result["episodes"],
+                    "time": request.time,
+                }
+            )
+            return
         self.last_eval = {**result, "env_steps": counters["env_steps"], "updates": counters["updates"]}
         if self.best_success is None or result["success_rate"] > self.best_success:
             self.best_success = result["success_rate"]
@@ -412,6 +450,8 @@ class Trainer:
             self.offline_phase()
             if self.online:
                 self.online_phase()
+                if self.counters.env_steps > 0:  # else the final policy is the handed-over one, reported already
+                    self.report("final")
             if self._stats:
                 self.write_metrics("online" if self.online else "offline")
             self.record_evals(wait=True)
@@ -457,6 +497,7 @@ class Trainer:
         bar.close()
         self.start_eval("offline")  # the offline start of the finetuning curve
         self.hand_over()
+        self.report("handover")
         c.offline_done = True
         self.checkpoint()
 
