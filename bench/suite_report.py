@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS = "suite-results.json"
 MARGIN = 0.10  # the targets' "10 points"
 EPSILON = 1e-9  # success rates are k/n fractions: compare them without float noise
 
@@ -76,7 +75,7 @@ def mean_curve(runs: list[dict[str, Any]]) -> Curve | None:
 
     def mean_by_position(phase: str, handover: bool = False) -> list[float]:
         def wanted(row: dict[str, Any]) -> bool:
-            return row["phase"] == phase and ("handover_from" in row) == handover
+            return "eval_success" in row and row["phase"] == phase and ("handover_from" in row) == handover
 
         curves = [[e["eval_success"] for e in r["evals"] if wanted(e)] for r in good]
         return [sum(column) / len(column) for column in zip(*curves, strict=False)] if curves else []
