@@ -151,8 +151,9 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
             result.evals = eval_rows(job.run_dir)
             for row in result.evals[seen:]:
                 speed = f"  ({row['updates_per_s']:.0f} updates/s)" if math.isfinite(row["updates_per_s"]) else ""
+                success = row.get("eval_success", row.get("report_success"))
                 print(
-                    f"  {job.label} {describe_eval(row)}: success {row.get('eval_success', row.get('report_success')):.0%}"
+                    f"  {job.label} {describe_eval(row)}: success {success:.0%}"
                     f"  wall {row['time'] - result.started:7.0f} s{speed}",
                     flush=True,
                 )

@@ -42,6 +42,7 @@ from scenarios import SCENARIOS, Scenario
 from stores import BuiltStore, cached_store
 from suite_ray import run_on_ray
 from suite_report import Results, table, targets
+from suite_stats import StatsError, aggregate_lines, judge, judgment_lines, scenario_table
 
 from awac_robot.store import StoreError
 from awac_robot.store_lock import LockHeld, WriterLock
@@ -167,8 +168,10 @@ def grid_runs(
         online_steps = s.online_steps if settings.online_steps is None else settings.online_steps
         for algo in settings.algos:
             for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
-                shaped = {"config": offline_part(config.replace(algo=algo, seed=seed, offline_steps=offline_steps))}
-                shaped["store"] = stores[s.name].path.parent.name
+                shaped = {
+                    "config": offline_part(config.replace(algo=algo, seed=seed, offline_steps=offline_steps)),
+                    "store": stores[s.name].path.parent.name,
+                }
                 digest = hashlib.sha1(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:8]
                 job = FinetuneJob(
                     label=f"{s.name} {algo} s{seed} offline",
@@ -285,12 +288,24 @@ def run_grid(scenarios: list[Scenario], settings: GridSettings, results: Results
 
 
 def report(results: Results, names: list[str], algos: tuple[str, ...], baseline: Results | None) -> str:
+    """The curves table and issue 9's targets, then the statistics (bench/suite_stats.py) and, with a baseline, the
+    judgment: its decision is the last line printed."""
     lines = ["", table(results, names, list(algos)), "", "targets (issue 9; AWAC, mean over seeds):"]
     for name in names:
         lines += targets(results, name)
     passed = sum(line.startswith("  PASS") for line in lines)
     failed = sum(line.startswith("  FAIL") for line in lines)
     lines.append(f"targets: {passed} PASS, {failed} FAIL")
+    lines += ["", "AWAC per scenario: seed mean [95% t interval over seeds], percentage points; handover and "
+              "final on the report seeds, worst dip = handover - lowest online curve point"]  # fmt: skip
+    lines += [*scenario_table(results, names), *aggregate_lines(results, names)]
+    if baseline is not None:
+        try:
+            judgment = judge(baseline, results, names)
+        except StatsError as exc:
+            lines += ["", f"no judgment: {exc}"]
+        else:
+            lines += ["", *judgment_lines(judgment, baseline.path.stem, results.path.stem)]
     return "\n".join(lines)
 
 
@@ -392,8 +407,9 @@ def main() -> None:
     except (ConfigError, FileNotFoundError) as exc:
         fail(f"--config: {exc}")
     scenarios = with_reference_data(scenarios, explicit=args.only is not None)
-    settings.results.parent.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     with sole_suite_in(args.work):
+        settings.results.parent.mkdir(exist_ok=True)
         results = Results(settings.results)  # read under the lock: the last suite's rows are all in it
         print(f"suite: {' '.join(sys.argv[1:]) or '(defaults)'}")
         try:
