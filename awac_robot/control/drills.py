@@ -260,7 +260,8 @@ class DrillKit:
         frozen = DriverDefinition(f"{__name__}:FrozenStateDriver", vars(settings), self.driver.source)
         rows, moment = self._deploy(name, step, lambda _: freeze.touch(), self.config, frozen)
         bound = self.config.limits.stale_after + self.period
-        return self._judge_hold(name, rows, moment, bound, f"state frozen at controller step {step}")
+        what = f"state frozen at controller step {step}"
+        return self._judge_hold(name, rows, moment, bound, what, from_last_measurement=True)
 
     def estop(self) -> DrillResult:
         name, step = "estop", self._fault_step()
@@ -374,8 +375,14 @@ class DrillKit:
 
     # ------------------------------------------------------------ judging
 
-    def _judge_hold(self, name: str, rows: Rows, moment: float, bound: float, what: str) -> DrillResult:
-        """Pass if the robot holds from at most `bound` after `moment` to the end of its record, and is still."""
+    def _judge_hold(
+        self, name: str, rows: Rows, moment: float, bound: float, what: str, from_last_measurement: bool = False
+    ) -> DrillResult:
+        """Pass if the robot holds from at most `bound` after `moment` to the end of its record, and is still.
+
+        With `from_last_measurement` the latency counts from the measurement time of the state the hold was
+        decided on (the last one before the state froze), not from `moment`.
+        """
         after = np.flatnonzero(rows["t"] > moment)
         if not after.size:
             return DrillResult(name, False, None, bound, f"{what}; the robot recorded no step after it")
@@ -384,7 +391,7 @@ class DrillKit:
         if first >= after.size:
             return DrillResult(name, False, None, bound, f"{what}; the robot never held")
         held = after[first:]
-        latency = float(rows["t"][held[0]] - moment)
+        latency = float(rows["state_age"][held[0]] if from_last_measurement else rows["t"][held[0]] - moment)
         still = self._still(rows, held[SETTLE_STEPS:])
         passed = latency <= bound and still == ""
         reasons = ", ".join(hold_reason_names(int(np.bitwise_or.reduce(rows["held_by"][held]))))

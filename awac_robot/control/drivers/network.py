@@ -10,8 +10,9 @@ age on its own clock alone:
 
   - the driver dates a state no later than it can have been measured, in its own clock:
     `echo_stamp + (measured - received)` (the command was sent before it was received, and the
-    state was measured that long after); the error is one one-way delay, on the safe side, so
-    the robot process's guard and the controller see a late state as late;
+    state was measured that long after), or the previous state's date if that is later; the
+    error is about one one-way delay, on the safe side, so the robot process's guard and the
+    controller see a late state as late;
   - the arm dates a command by the state it answers, `now - measured(answers)` (a round trip on
     the arm's clock), and holds once the command in force is older than `timeout`: when the
     robot process is killed, stalled or cut off, the arm holds by itself;
@@ -133,7 +134,9 @@ class NetworkDriver(RobotDriver):
         self.counts.received += 1
         obs = np.frombuffer(data, np.float32, self.spec.obs_dim, self._obs_at).copy()
         applied = np.frombuffer(data, np.float64, self.spec.act_dim, self._applied_at).copy()
-        self._state = Measurement(obs, echo_stamp + (measured - received), applied, episode, solved)
+        # both are times before which this state cannot have been measured: it came after the previous one
+        stamp = float(np.fmax(echo_stamp + (measured - received), self._state.stamp))
+        self._state = Measurement(obs, stamp, applied, episode, solved)
 
     def apply(self, command: np.ndarray) -> None:
         self._command[:] = command
@@ -394,11 +397,13 @@ def main(argv: list[str] | None = None) -> None:
     log = RunLog(args.log, server_columns(spec), meta) if args.log else None
     print(f"arm server: task {spec.name} on {args.host}:{sock.getsockname()[1]} pid {os.getpid()}", flush=True)
     set_realtime(9)
+    exit_reason = "error"
     try:
         server.run(log, args.seconds)
+        exit_reason = "signal" if server.stop_requested else "normal"
     finally:
         if log is not None:
-            log.close({"refused": server.refused, **vars(server.counts)})
+            log.close({"exit": exit_reason, "refused": server.refused, **vars(server.counts)})
         sock.close()
 
 
