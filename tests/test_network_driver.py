@@ -26,6 +26,7 @@ from awac_robot.control.drivers.network import (
 from awac_robot.control.limits import default_config
 from awac_robot.control.runlog import load_log
 from awac_robot.envs import get_spec
+from awac_robot.replay import ReplayError, replay_deployment
 
 PUSH = get_spec("push")
 CONFIG = default_config(PUSH)
@@ -132,6 +133,8 @@ def test_sigkill_of_either_end_leaves_the_other_holding(tmp_path: Path, killed: 
         code = server.stop()
     if killed == "arm server":
         assert meta["exit"] == "normal" and code == -signal.SIGKILL
+        with pytest.raises(ReplayError, match="drove awac_robot.control.drivers.network:NetworkDriver"):
+            replay_deployment(tmp_path / "robot.runlog")  # its robot was not the simulator
         after = rows["t"] > moment + STALE + 2 * T
         assert after.sum() >= 5 and np.all(rows["mode"][after] == 2)
         assert np.all(rows["held_by"][after] & watchdog.STALE_STATE)

@@ -181,7 +181,7 @@ class ArmServer:
         self.motion = list(motion_dims(spec))
         self.sock.setblocking(False)
         self.counts = LinkCounts()
-        self.refused = 0
+        self.refused = self.overruns = 0
         self.stop_requested = False
         self.measured = np.full(_REMEMBERED, -math.inf)
         self.state_seq = 0
@@ -212,7 +212,7 @@ class ArmServer:
             run = self.running and age <= self.timeout
             mode = 2
             if run:
-                mode = 1 if self.answers == self.state_seq else 3
+                mode = 3 if self.motion and self.answers != self.state_seq else 1
                 if mode == 3:
                     self._stopped[:] = self.command
                     self._stopped[self.motion] = 0.0
@@ -226,7 +226,8 @@ class ArmServer:
                 row["command_age"][0], row["mode"][0], row["applied"][0] = age, mode, state.applied
                 log.append()
             self._send(state)
-            boundary, _ = next_boundary(boundary, period, time.perf_counter())
+            boundary, skipped = next_boundary(boundary, period, time.perf_counter())
+            self.overruns += skipped
             sleep_until(boundary, 0.0002)
         self.arm.close()
 
@@ -403,7 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         exit_reason = "signal" if server.stop_requested else "normal"
     finally:
         if log is not None:
-            log.close({"exit": exit_reason, "refused": server.refused, **vars(server.counts)})
+            log.close(
+                {"exit": exit_reason, "refused": server.refused, "overruns": server.overruns, **vars(server.counts)}
+            )
         sock.close()
 
 
