@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from network_helpers import ArmServerProcess
+from network_helpers import NETWORK_DRIVER, ArmServerProcess
 
 from awac_robot.control import watchdog
 from awac_robot.control.drills import BareRobot
+from awac_robot.control.drivers.loading import DriverDefinition
 from awac_robot.control.drivers.network import (
     _COMMAND_HEAD,
     _STATE_HEAD,
@@ -146,3 +147,15 @@ def test_sigkill_of_either_end_leaves_the_other_holding(tmp_path: Path, killed: 
         assert np.all(arm["mode"][after] == 2) and np.all(arm["applied"][after][:, :3] == 0.0)
         assert np.all(arm["applied"][after] == arm["applied"][after][0])
         assert_arm_applied_only_fresh_commands(arm)
+
+
+def test_a_robot_whose_server_is_not_there_says_so(tmp_path: Path) -> None:
+    nobody = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    nobody.bind(("127.0.0.1", 0))
+    port = nobody.getsockname()[1]
+    nobody.close()  # a port nobody listens on
+    definition = DriverDefinition(NETWORK_DRIVER, {"port": port}, "test")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not publish a state"):
+        BareRobot(PUSH, CONFIG, definition, tmp_path / "robot.runlog", seed=0)
+    assert time.monotonic() - start < 30

@@ -149,6 +149,8 @@ def robot_columns(obs_dim: int, act_dim: int) -> Columns:
     }
 
 
+#: a robot whose driver has measured nothing this long after starting is not there (s)
+FIRST_STATE_TIMEOUT = 10.0
 #: the simulated robot, the default driver
 SIM_DRIVER = "awac_robot.control.drivers.sim:SimDriver"
 
@@ -204,8 +206,13 @@ class RobotLoop:
         state = driver.read()
         check_measurement(state, self.spec)
         self._publish(state)
-        boundary = time.perf_counter()
+        boundary = start = time.perf_counter()
         while not self.stop_requested and os.getppid() == parent_pid:
+            if not self.published and boundary - start > FIRST_STATE_TIMEOUT:
+                raise SystemExit(
+                    f"robot: the driver measured no state within {FIRST_STATE_TIMEOUT:g} s: is the robot (or its "
+                    "server) up and reachable?"
+                )
             self.ch.supervisor.read(self._sup)
             if self._sup[stop_i]:
                 break
