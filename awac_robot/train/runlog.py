@@ -91,20 +91,15 @@ def _board_writer(folder: Path) -> Any:
 def format_row(row: dict[str, Any]) -> str:
     """One plain line for a metrics row, for logs read without a progress bar (nohup, CI)."""
     where = f"[{row['phase']}] update {row['updates']} env step {row['env_steps']}"
-    if "report_success" in row:
-        episodes = int(row["report_episodes"])
-        low, high = wilson_interval(round(row["report_success"] * episodes), episodes)
-        return (
-            f"{where}: {row['report']} policy on the report seeds: success {row['report_success']:.2f} "
-            f"[{low:.2f}, {high:.2f}] over {episodes} episodes, return {row['report_return']:.1f}"
-        )
-    if "eval_success" in row:
-        episodes = int(row["eval_episodes"])
-        low, high = wilson_interval(round(row["eval_success"] * episodes), episodes)
-        return (
-            f"{where}: eval success {row['eval_success']:.2f} [{low:.2f}, {high:.2f}] over {episodes} episodes, "
-            f"return {row['eval_return']:.1f}"
-        )
+    reported = f"{row.get('report')} policy on the report seeds: success"
+    for prefix, what in (("report", reported), ("eval", "eval success")):
+        if f"{prefix}_success" in row:
+            success, episodes = row[f"{prefix}_success"], int(row[f"{prefix}_episodes"])
+            low, high = wilson_interval(round(success * episodes), episodes)
+            return (
+                f"{where}: {what} {success:.2f} [{low:.2f}, {high:.2f}] over {episodes} episodes, "
+                f"return {row[f'{prefix}_return']:.1f}"
+            )
     shown = [("critic_loss", "critic", ".3g"), ("actor_loss", "actor", ".3g"), ("q_mean", "Q", ".3g")]
     shown += [
         ("weight_ess", "ESS", ".0f"),
