@@ -41,7 +41,7 @@ from runner import ROOT, FinetuneJob, FinetuneResult, run_finetune
 from scenarios import SCENARIOS, Scenario
 from stores import BuiltStore, cached_store
 from suite_ray import run_on_ray
-from suite_report import Results, table, targets
+from suite_report import Results, cost_line, table, targets
 from suite_stats import StatsError, aggregate_lines, judge, judgment_lines, scenario_table
 
 from awac_robot.store import StoreError
@@ -298,7 +298,7 @@ def report(results: Results, names: list[str], algos: tuple[str, ...], baseline:
     lines.append(f"targets: {passed} PASS, {failed} FAIL")
     lines += ["", "AWAC per scenario: seed mean [95% t interval over seeds], percentage points; handover and "
               "final on the report seeds, worst dip = handover - lowest online curve point"]  # fmt: skip
-    lines += [*scenario_table(results, names), *aggregate_lines(results, names)]
+    lines += [*scenario_table(results, names), *aggregate_lines(results, names), cost_line(results)]
     if baseline is not None:
         try:
             judgment = judge(baseline, results, names)

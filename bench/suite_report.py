@@ -165,3 +165,23 @@ def targets(results: Results, scenario: str) -> list[str]:
         )
     )
     return lines
+
+
+def cost_line(results: Results) -> str:
+    """What the results' runs cost: each online fork, and the offline phases, once each, whoever ran them.
+
+    One judgment of a candidate that forks cached offline phases costs its forks alone; a
+    candidate (or baseline) that has to run its offline phases too costs both.
+    """
+    runs = [r for r in results.runs.values() if "offline" in r and not r["returncode"]]
+    if not runs:
+        return "cost: no finished run records its cost"
+    offline = {r["offline"]["folder"]: r["offline"] for r in runs}.values()
+    wall, cpu = sum(r["wall"] for r in runs), sum(r["cpu"] for r in runs)
+    off_wall, off_cpu = sum(o["wall"] for o in offline), sum(o["cpu"] for o in offline)
+    ran = sum(o["ran"] for o in offline)
+    return (
+        f"cost: {len(runs)} online phases, wall {wall / 60:.0f} min, CPU {cpu / 60:.0f} min "
+        f"({wall / len(runs) / 60:.1f} and {cpu / len(runs) / 60:.1f} min each); their {len(offline)} offline phases "
+        f"({ran} run by this candidate, the rest cached), wall {off_wall / 60:.0f} min, CPU {off_cpu / 60:.0f} min"
+    )
