@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from runner import ROOT, FinetuneJob, FinetuneResult, describe_eval, run_finetune
+from runner import ROOT, FinetuneJob, FinetuneResult, describe_eval, run_finetune, success
 from stores import DAPG_EXPERTS, HUMAN_DEMOS, BuiltStore, StoreRecipe, cached_store
 
 DEFAULT_NOISE = {"expert": 0.2, "scripted": 0.0}
@@ -119,7 +119,7 @@ def write_config(args: argparse.Namespace, label: str, algo: str) -> Path:
 def summarise(algo: str, results: list[FinetuneResult], data_rate: float) -> None:
     print(f"\nmean over {len(results)} seeds ({algo}); data success {data_rate:.0%}")
     for column in zip(*(r.evals for r in results), strict=False):
-        rates = [row["eval_success"] for row in column]
+        rates = [success(row) for row in column]
         walls = [row["time"] - r.started for row, r in zip(column, results, strict=True)]
         per_seed = ", ".join(f"{x:.0%}" for x in rates)
         print(

@@ -115,6 +115,11 @@ def eval_rows(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def success(row: dict[str, Any]) -> float:
+    """An evaluation row's success rate, a curve point's or a report's."""
+    return float(row["eval_success"] if "eval_success" in row else row["report_success"])
+
+
 def describe_eval(row: dict[str, Any]) -> str:
     if "report" in row:
         return f"{row['report']} policy, {row['report_episodes']} report episodes"
@@ -151,9 +156,8 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
             result.evals = eval_rows(job.run_dir)
             for row in result.evals[seen:]:
                 speed = f"  ({row['updates_per_s']:.0f} updates/s)" if math.isfinite(row["updates_per_s"]) else ""
-                success = row.get("eval_success", row.get("report_success"))
                 print(
-                    f"  {job.label} {describe_eval(row)}: success {success:.0%}"
+                    f"  {job.label} {describe_eval(row)}: success {success(row):.0%}"
                     f"  wall {row['time'] - result.started:7.0f} s{speed}",
                     flush=True,
                 )
