@@ -94,7 +94,7 @@ class FrozenStateSettings:
 
 class FrozenStateDriver(RobotDriver):
     """Any driver whose measured state (observation and stamp) stops updating once `freeze_file` exists, as from
-    a stalled sensor or link; what the robot reports applying still comes through."""
+    a stalled sensor; what the robot reports applying, and its episode count, still come through."""
 
     Settings = FrozenStateSettings
 
@@ -110,7 +110,7 @@ class FrozenStateDriver(RobotDriver):
             self.frozen = state
         if self.frozen is None:
             return state
-        return replace(self.frozen, applied=state.applied)
+        return replace(self.frozen, applied=state.applied, episode=state.episode, solved=state.solved)
 
     def apply(self, command: np.ndarray) -> None:
         self.inner.apply(command)
