@@ -7,6 +7,12 @@ have put it, so the table and the results file cannot tell the two apart. No sha
 system is needed; every node needs the same awac-robot install (`pip install -e '.[ray]'`)
 and Python, because the bench modules are shipped by value and the product is not.
 
+A task runs at the niceness of the processes beside it, not Ray's default 15 for workers
+(RAY_worker_niceness in TASK_OPTIONS): the finetune and its evaluation and exploration workers
+inherit the task's niceness, and at 15 they got a few per cent of a core beside any busy
+process, so a run that takes 30 s beside two busy loops outside Ray took many minutes inside
+(issue 36; bench/ray_overhead.py measures it, docs/benchmarks.md has the figures).
+
 A suite stopped by SIGINT or SIGTERM cancels the tasks still running (their finetunes die with
 them, bench/runner.py) and raises `Stopped`; the runs that finished were handed to `on_done`.
 """
@@ -30,8 +36,8 @@ from typing import Any
 import runner
 from runner import FinetuneJob, FinetuneResult, run_finetune
 
-#: How every run's task is scheduled.
-TASK_OPTIONS: dict[str, Any] = {"num_cpus": 1}
+#: How every run's task is scheduled: one CPU, and the niceness of an ordinary process (see above).
+TASK_OPTIONS: dict[str, Any] = {"num_cpus": 1, "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}}}
 
 
 class Stopped(Exception):
