@@ -79,27 +79,35 @@ def finetune_in_scratch(job: FinetuneJob, packed_store: bytes) -> tuple[dict[str
 
 @contextmanager
 def ray_session(address: str | None, cpus: int, verbose: bool = False) -> Iterator[None]:
-    """Ray joined at `address` (or a local one with `cpus` CPUs) for the block, SIGTERM raising `Stopped`.
+    """Ray joined at `address` (or a local one with `cpus` CPUs) for the block; SIGINT and SIGTERM raise `Stopped`.
 
     Ray's own start-up notices (the token authentication notice, "Started a local Ray instance")
     are shown only with `verbose`; the tasks' output (each run's evaluations) is always shown.
     """
     import ray  # an optional extra: imported only when asked for
 
-    for module in (runner, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
-        ray.cloudpickle.register_pickle_by_value(module)
-    level = logging.INFO if verbose else logging.ERROR
-    if address:
-        ray.init(address=address, logging_level=level)
-    else:
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=level)
+    received = signal.SIGINT
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signum)
+        nonlocal received
+        received = signal.Signals(signum)
+        # KeyboardInterrupt, because Ray's blocking calls let it through: any other exception raised by a
+        # handler inside them comes out as a SystemError with a stack dump.
+        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)  # after init: ray.init installs its own, which exits
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
+        for module in (runner, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
+            ray.cloudpickle.register_pickle_by_value(module)
+        level = logging.INFO if verbose else logging.ERROR
+        if address:
+            ray.init(address=address, logging_level=level)
+        else:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=level)
+        signal.signal(signal.SIGTERM, stop)  # again: ray.init installs its own, which exits on the spot
         yield
+    except KeyboardInterrupt:
+        raise Stopped(received) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
@@ -118,27 +126,23 @@ def run_on_ray(
     """
     import ray
 
-    pending: dict[Any, FinetuneJob] = {}
-    try:
-        with ray_session(address, cpus, verbose):
-            task = ray.remote(**TASK_OPTIONS)(finetune_in_scratch)
-            stores = {store: ray.put(pack(store)) for store in {job.store for job in jobs}}
-            pending = {task.remote(job, stores[job.store]): job for job in jobs}
-            try:
-                while pending:
-                    ready, _ = ray.wait(list(pending))
-                    for ref in ready:
-                        job = pending.pop(ref)
-                        try:
-                            result, folder = ray.get(ref)
-                        except ray.exceptions.RayError as exc:  # the task itself died (node lost, out of memory)
-                            line = f"Ray task failed: {exc}".splitlines()[0]
-                            on_done(job, FinetuneResult(returncode=-1, last_output=line))
-                            continue
-                        unpack(folder, job.folder)
-                        on_done(job, FinetuneResult(**result))
-            finally:
-                for ref in pending:  # a stopped suite leaves no run behind: the worker and its finetune end
-                    ray.cancel(ref, force=True)
-    except KeyboardInterrupt:
-        raise Stopped(signal.SIGINT) from None
+    with ray_session(address, cpus, verbose):
+        task = ray.remote(**TASK_OPTIONS)(finetune_in_scratch)
+        stores = {store: ray.put(pack(store)) for store in {job.store for job in jobs}}
+        pending = {task.remote(job, stores[job.store]): job for job in jobs}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending))
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        result, folder = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the task itself died (node lost, out of memory)
+                        line = f"Ray task failed: {exc}".splitlines()[0]
+                        on_done(job, FinetuneResult(returncode=-1, last_output=line))
+                        continue
+                    unpack(folder, job.folder)
+                    on_done(job, FinetuneResult(**result))
+        finally:
+            for ref in pending:  # a stopped suite leaves no run behind: the worker and its finetune end
+                ray.cancel(ref, force=True)
