@@ -1,22 +1,27 @@
-"""The scenario suite: offline -> online learning on stores the trainer was not tuned on, AWAC vs BC.
+"""The scenario suite: offline -> online learning on stores the trainer was not tuned on, judged with statistics.
 
-    .venv/bin/python bench/suite.py [--only door-human,push-scripted] [--algo awac bc] [--seeds 1] [--first-seed 0]
-        [--jobs 2] [--offline-steps N] [--online-steps N] [--config FILE] [--work bench_runs]
-        [--ray [--ray-address ADDR]] [--report-only]
+    .venv/bin/python bench/suite.py [--only door-human,push-scripted] [--algo awac bc] [--seeds 3] [--first-seed 0]
+        [--jobs 1] [--offline-steps N] [--online-steps N] [--config FILE] [--name NAME] [--compare BASELINE.json]
+        [--no-compile] [--work bench_runs] [--ray [--ray-address ADDR] [--verbose]] [--report-only]
 
 Scenarios (bench/scenarios.py) name a task, the recipe of its store and its step budget. Each
 store is built once per recipe with the product's own commands and cached under
-WORK/stores/ (bench/stores.py). Every run is a real `awac-robot finetune` subprocess with its
-own folder under WORK/runs/ and its own copy of the store, so runs never touch each other's
-data; `--config` is passed to every run unchanged (one config for all scenarios, never
-per-scenario settings), and --offline-steps / --online-steps replace every scenario's budget.
-Runs go `--jobs` at a time on this machine, or as Ray tasks with `--ray` (a local Ray with
-`--jobs` CPUs, or the cluster at `--ray-address`; bench/suite_ray.py).
+WORK/stores/ (bench/stores.py), shared by every seed and candidate. A run is two real
+`awac-robot` subprocesses (bench/runner.py): its offline phase, cached under WORK/offline/ and
+shared by every candidate whose config differs only in online keys, and its online phase forked
+from that phase's last checkpoint (bench/fork.py) into WORK/runs/NAME/ with its own store copy.
+`--config` is passed to every run unchanged (one config for all scenarios, never per-scenario
+settings), and --offline-steps / --online-steps replace every scenario's budget. Runs go `--jobs`
+at a time on this machine, or as Ray tasks with `--ray` (a local Ray with `--jobs` CPUs, or the
+cluster at `--ray-address`; bench/suite_ray.py).
 
 It prints one table (scenario | data success | algo | offline evals | online evals | AWAC vs
-BC | wall time), then the learning issue's targets per scenario as PASS/FAIL lines. Results
-go to WORK/suite-results.json as each run ends; `--report-only` prints the table from it
-without running anything. docs/benchmarks.md has the scenario table and the full run.
+BC | wall time), issue 9's targets per scenario as PASS/FAIL lines, the statistics of
+bench/suite_stats.py (seed means, aggregates, intervals), what the runs cost and, with
+`--compare`, the judgment against a baseline's results: ADOPT, REJECT or UNDECIDED, last.
+Results go to WORK/results/NAME.json as each run ends; `--report-only` prints everything from
+it without running anything. docs/benchmarks.md has the scenario table, the instrument and
+the runs.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from fork import ONLINE_KEYS
 from runner import ROOT, FinetuneJob, FinetuneResult, run_finetune
 from scenarios import SCENARIOS, Scenario
 from stores import BuiltStore, cached_store
-from suite_ray import run_on_ray
+from suite_ray import Stopped, run_on_ray
 from suite_report import Results, cost_line, table, targets
 from suite_stats import StatsError, aggregate_lines, judge, judgment_lines, scenario_table
 
@@ -70,6 +75,7 @@ class GridSettings:
     compile: bool = False
     ray: bool = False
     ray_address: str | None = None
+    verbose: bool = False  # Ray's own start-up notices
 
     def train_config(self) -> TrainConfig:
         config = load_config(self.config) if self.config else TrainConfig()
@@ -202,7 +208,7 @@ def run_jobs(
     jobs: list[FinetuneJob], settings: GridSettings, on_done: Callable[[FinetuneJob, FinetuneResult], None]
 ) -> None:
     if settings.ray:
-        run_on_ray(jobs, on_done, settings.ray_address, settings.jobs)
+        run_on_ray(jobs, on_done, settings.ray_address, settings.jobs, settings.verbose)
     else:
         with ThreadPoolExecutor(settings.jobs) as pool:  # the threads only wait on the jobs' subprocesses
             list(pool.map(lambda job: on_done(job, run_finetune(job)), jobs))
@@ -274,16 +280,23 @@ def run_grid(scenarios: list[Scenario], settings: GridSettings, results: Results
         f"{len(runs) - len(to_run)} cached; results {settings.results}",
         flush=True,
     )
-    run_jobs(to_run, settings, offline_done)
-    ready = [run.online for run in runs if offline_costs[run.offline.folder]["returncode"] == 0]
-    for run in runs:
-        offline = offline_costs[run.offline.folder]
-        if offline["returncode"]:  # no checkpoint to fork: the run failed with its offline phase
-            failed = FinetuneResult(
-                returncode=offline["returncode"], last_output=f"offline phase: {offline['last_output']}"
-            )
-            record(run.online, failed)
-    run_jobs(ready, settings, record)
+    try:
+        run_jobs(to_run, settings, offline_done)
+        ready = [run.online for run in runs if offline_costs[run.offline.folder]["returncode"] == 0]
+        for run in runs:
+            offline = offline_costs[run.offline.folder]
+            if offline["returncode"]:  # no checkpoint to fork: the run failed with its offline phase
+                failed = FinetuneResult(
+                    returncode=offline["returncode"], last_output=f"offline phase: {offline['last_output']}"
+                )
+                record(run.online, failed)
+        run_jobs(ready, settings, record)
+    except Stopped as stop:  # one line, no stack: the finished runs are in the results file already
+        print(
+            f"suite: stopped by {stop}: {len(finished)} of {len(runs)} runs finished, kept in {results.path}",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + stop.signum) from None
     return finished
 
 
@@ -369,6 +382,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench_runs", help="stores, runs and results")
     parser.add_argument("--ray", action="store_true", help="run the grid as Ray tasks (pip install -e '.[ray]')")
     parser.add_argument("--ray-address", help="Ray cluster to join (e.g. HEAD:6379); default a local Ray")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own start-up notices")
     parser.add_argument("--report-only", action="store_true", help="print the report from the results file only")
     args = parser.parse_args()
 
@@ -391,7 +405,7 @@ def main() -> None:
     settings = GridSettings(
         args.work, algos, args.seeds, args.first_seed, args.jobs, args.offline_steps, args.online_steps,
         args.config, name, not args.no_compile and not args.report_only and compiler_present(), args.ray,
-        args.ray_address,
+        args.ray_address, args.verbose,
     )  # fmt: skip
     baseline = Results(args.compare) if args.compare else None
     if args.report_only:
