@@ -2,7 +2,7 @@
 
 They read simulator state a learned policy never sees, which is fine for producing data
 and is why they are kept apart from `policy.py`. `rollout` scores one of them (or any
-demonstrator) the same way for the tests and `bench/scripted_success.py`.
+demonstrator) the same way for the tests and `bench/demonstrators.py`.
 """
 
 from __future__ import annotations

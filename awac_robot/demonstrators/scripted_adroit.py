@@ -138,7 +138,7 @@ class DoorPlan:
     """Where the door expert grips, how hard it steers and when it lets go.
 
     The numbers were tuned on seeds 0-49 (and checked on 50-99); the fling is sensitive to
-    them, so run `bench/scripted_success.py` before and after changing any.
+    them, so run `bench/demonstrators.py` before and after changing any.
     """
 
     #: palm position relative to the lever tip when gripping (a little in front of it)

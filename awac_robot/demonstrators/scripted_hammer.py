@@ -64,7 +64,7 @@ ARM_JOINTS = ("ARRx", "ARRy", "WRJ1", "WRJ0")
 class HammerPlan:
     """Where the hammer expert grips and aims, and how fast it moves.
 
-    Tuned on seeds 0-49; run `bench/scripted_success.py --tasks hammer` before and after changing any.
+    Tuned on seeds 0-49; run `bench/demonstrators.py --tasks hammer` before and after changing any.
     """
 
     #: height (m) above the handle at which the open hand travels before descending on it
