@@ -10,6 +10,7 @@ import pytest
 
 from awac_robot.collect import CollectConfig, collect, run_episode
 from awac_robot.demonstrators.scripted import make_scripted, scripted_tasks
+from awac_robot.demonstrators.scripted_hammer import euler_matrix
 from awac_robot.envs import TaskEnv, TaskError, make_env
 from awac_robot.store import DemoStore
 
@@ -170,3 +171,16 @@ def test_hammer_aims_the_face_where_it_means_to_strike_from() -> None:
     aim = head + plan.standoff * expert._axis + expert._side
     arm = expert._reach.solve(aim, expert.hand.joints()[expert._reach.arm])
     assert np.linalg.norm(expert._reach.face(arm) - aim) < 1e-3
+
+
+def test_hammer_orientation_read_from_the_observation_is_the_simulators() -> None:
+    """The observed Euler angles, turned back into a rotation, match the hammer body's rotation in the simulator."""
+    env, expert, obs = _reset_expert("hammer", seed=5)
+    rng = np.random.default_rng(0)
+    sim = env.unwrapped
+    n = expert._joints
+    for _ in range(40):  # random actions knock the hammer about
+        obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.config.act_dim).astype(np.float32))
+    rotation = sim.data.body("Object").xmat.reshape(3, 3)
+    assert np.abs(euler_matrix(obs[n + 12 : n + 15].astype(np.float64)) - rotation).max() < 1e-5
+    assert np.abs(rotation - np.eye(3)).max() > 0.01, "the hammer turned, so the check is not of the identity"

@@ -38,7 +38,6 @@ from typing import cast
 
 import mujoco
 import numpy as np
-from gymnasium_robotics.utils import rotations
 
 from awac_robot.demonstrators.scripted_adroit import AdroitExpert, Hand
 from awac_robot.demonstrators.simulators import MujocoSim
@@ -108,6 +107,15 @@ class HammerPlan:
     swung: float = 0.02
 
 
+def euler_matrix(euler: np.ndarray) -> np.ndarray:
+    """The rotation of the Euler angles an Adroit observation gives (gymnasium-robotics' `quat2euler`): Rx Ry Rz."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(euler), np.sin(euler)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
+    return rx @ ry @ rz
+
+
 class _Reach:
     """Arm joints that put the hammer's face at a point, solved on a scratch copy of the kinematics.
 
@@ -133,7 +141,7 @@ class _Reach:
         """Take the observed hammer pose, relative to the palm the hand is posed at, as the one to aim with."""
         d = self.data
         palm_rot = d.xmat[self.palm].reshape(3, 3)
-        face = hammer_pos + rotations.euler2mat(hammer_euler) @ FACE
+        face = hammer_pos + euler_matrix(hammer_euler) @ FACE
         self._face_in_palm = palm_rot.T @ (face - d.xpos[self.palm])
 
     def face(self, arm: np.ndarray) -> np.ndarray:
