@@ -37,8 +37,9 @@ from awac_robot.control.channels import (
     read_fields,
 )
 from awac_robot.control.controller import ControllerConfig
+from awac_robot.control.drivers.loading import DriverDefinition, driver_class
 from awac_robot.control.limits import DeployConfig, check_config
-from awac_robot.control.robot import RobotConfig
+from awac_robot.control.robot import SIM_DRIVER, RobotConfig
 from awac_robot.control.runlog import load_log, summarize
 from awac_robot.control.safety import EVENTS
 from awac_robot.control.watchdog import LATCHED, hold_reason_names
@@ -130,10 +131,13 @@ class Supervisor:
         run_dir: Path,
         seed: int | None = 0,
         out: TextIO | None = None,
+        robot: DriverDefinition | None = None,
     ) -> None:
         self.spec = get_spec(config.task)
         check_config(config, self.spec)  # a config built in code gets the same checks as a limits file
         OnnxPolicy(policy).check_spec(self.spec)  # refuse here, in one line, before any process starts
+        self.robot = robot or DriverDefinition(SIM_DRIVER)
+        driver_class(self.robot.target)  # a driver that cannot be imported is refused before anything starts
         self.policy, self.config, self.duration, self.run_dir = policy, config, duration, run_dir
         self.seed, self.out = seed, out or sys.stdout
         self.channels: Channels | None = None
@@ -191,7 +195,7 @@ class Supervisor:
         robot = controller = None
         problems: list[str] = []
         try:
-            robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG))
+            robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG), self.robot)
             robot = Child("robot process", "awac_robot.control.robot", robot_cfg.to_json())
             cfg = ControllerConfig(
                 str(self.policy), self.config, self.duration, str(self.run_dir / CONTROLLER_LOG), names, me
@@ -201,7 +205,8 @@ class Supervisor:
             self.robot_pid, self.controller_pid = robot.pid, controller.pid
             self._wait(lambda: self._controller_state() != STATE_STARTING, (robot, controller))
             self.say(
-                f"robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz; "
+                f"robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz through "
+                f"{self.robot.target}; "
                 f"controller pid {controller.pid} at {self.config.rate:g} Hz; limits {self.config.source}; "
                 f"run folder {self.run_dir}; Ctrl-C stops"
             )
@@ -331,7 +336,7 @@ class Supervisor:
         if now - status["stamp"][0] > HEARTBEAT_TIMEOUT and not done:
             return f"controller heartbeat lost (no status for {HEARTBEAT_TIMEOUT:g} s) at step {step}"
         if now - robot_status["stamp"][0] > HEARTBEAT_TIMEOUT:
-            return f"robot heartbeat lost (no observation for {HEARTBEAT_TIMEOUT:g} s)"
+            return f"robot heartbeat lost (no measured state for {HEARTBEAT_TIMEOUT:g} s)"
         held = int(robot_status["held_by"][0]) & LATCHED
         if held and not done:
             return f"the robot holds on its own ({', '.join(hold_reason_names(held))}) at controller step {step}"
