@@ -173,6 +173,25 @@ def main() -> None:
         record = json.loads(TEACHING.read_text()) if TEACHING.exists() else {}
         record[task] = {**row, "commit": commit(), "command": f"bench/demonstrators.py --tasks {task}"}
         TEACHING.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
+    print("\nevery task measured so far (docs/demonstrators.md):\n")
+    print(markdown_table(json.loads(TEACHING.read_text())))
+
+
+def markdown_table(record: dict[str, Any]) -> str:
+    """The docs' table of every measured task: demonstrator success, BC's at 50 (and 200) episodes, the ratios."""
+    lines = [
+        "| task | demonstrator | demo success (50) | BC, 50 episodes [95%] | ratio | BC, 200 episodes [95%] | ratio "
+        "| commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, row in record.items():
+        cells = [task, row["demonstrator"], f"{row['stores'][0]['demonstrator_success']:.0%}"]
+        for store in row["stores"]:
+            low, high = store["bc_ci95"]
+            cells += [f"{store['bc_success']:.0%} [{low:.0%}, {high:.0%}]", f"{store['ratio']:.2f}"]
+        cells += [""] * (7 - len(cells)) + [row["commit"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def commit() -> str:
