@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, assert_gone_soon, finetune_args, processes_of, wait_for, worker_pids, write_config
+from train_helpers import (
+    TINY,
+    assert_gone_soon,
+    finetune_args,
+    processes_of,
+    running,
+    wait_for,
+    worker_pids,
+    write_config,
+)
 
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.envs import get_spec, make_env
@@ -113,12 +122,17 @@ def test_each_step_is_handed_on_after_the_weights_for_the_next_action_are_out() 
     assert events == ["publish", "publish", "update 0", "publish", "update 1", "update 2"]
 
 
-def start_run(demos: Path, tmp_path: Path, online: int) -> tuple[subprocess.Popen, Path, Path]:
+def start_run(demos: Path, tmp_path: Path, online: int, **settings: object) -> tuple[subprocess.Popen, Path, Path]:
     store, out = tmp_path / "reach.zarr", tmp_path / "run"
     shutil.copytree(demos, store)
-    args = finetune_args(store, out, write_config(tmp_path, **SETTINGS), 20, online, task="reach", seed=1)
+    config = write_config(tmp_path, **SETTINGS, **settings)
+    args = finetune_args(store, out, config, 20, online, task="reach", seed=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "awac_robot", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "awac_robot", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a command started from a terminal
     )
     return proc, store, out
 
@@ -162,3 +176,52 @@ def test_a_sigkilled_trainer_takes_its_workers_with_it_even_a_stopped_one(demos:
             proc.kill()
         proc.wait()
     assert_gone_soon(children)
+
+
+@pytest.mark.parametrize("name", ["evaluation", "exploration"])
+def test_a_stopped_worker_stops_the_run_with_one_line_once_its_heartbeat_is_late(
+    demos: Path, tmp_path: Path, name: str
+) -> None:
+    proc, store, out = start_run(demos, tmp_path, online=5000, worker_timeout=3)
+    pid = 0
+    try:
+        wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
+        pid = worker_pids(out)[name]
+        os.kill(pid, signal.SIGSTOP)  # alive, its pipe open, answering nothing
+        stopped = time.monotonic()
+        code = proc.wait(timeout=120)  # never a hang
+        waited = time.monotonic() - stopped
+        error = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert code == 2, error
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert f"error: the {name} worker (pid {pid}) stopped answering: it sent no heartbeat for " in error
+    assert "worker_timeout is 3 s" in error and "--resume" in error
+    assert 3 <= waited < 60
+    assert not running(pid)  # the stopped worker was killed, not left behind
+    assert list((out / "checkpoints").glob("ckpt_*.pt"))  # what --resume continues from
+
+
+@pytest.mark.parametrize("name", ["evaluation", "exploration"])
+def test_ctrl_c_ends_a_run_at_once_while_a_worker_is_stopped(demos: Path, tmp_path: Path, name: str) -> None:
+    proc, store, out = start_run(demos, tmp_path, online=5000)  # the default worker_timeout: a minute
+    try:
+        wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
+        pid = worker_pids(out)[name]
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(2.0)  # the trainer now waits for the stopped worker's reply
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+        interrupted = time.monotonic()
+        code = proc.wait(timeout=120)
+        waited = time.monotonic() - interrupted
+        error = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert code == 130 and error.strip() == "interrupted", error
+    assert waited < 15
+    assert not running(pid)

@@ -52,6 +52,9 @@ class TrainConfig:
     # torch.compile the update's losses (forward and backward; the same maths). Off by default because it needs
     # a C++ compiler and the Python headers, and compiling costs more than a short run saves.
     compile: bool = False
+    # Seconds an evaluation or exploration worker may go without a heartbeat (a thread of its own, every 0.5 s)
+    # before the run stops, resumable, naming it: generous, because a loaded machine delays a thread by seconds.
+    worker_timeout: float = 60.0
 
     # networks (paper: 2 critics + targets, 256x256 MLPs, state-independent log-std)
     actor_hidden: tuple[int, ...] = (256, 256)
@@ -153,6 +156,7 @@ class TrainConfig:
         self._require(self.algo in ALGOS, "algo", f"must be one of {', '.join(ALGOS)}")
         self._require(self.seed >= 0, "seed", "must be >= 0 (env seeds are derived from it)")
         self._require(self.threads >= 0, "threads", "must be >= 0 (0 = every core)")
+        self._require(1 <= self.worker_timeout <= 3600, "worker_timeout", "must be in [1, 3600] seconds")
         self._require(len(self.actor_hidden) > 0 and min(self.actor_hidden) > 0, "actor_hidden", "needs positive sizes")
         self._require(
             len(self.critic_hidden) > 0 and min(self.critic_hidden) > 0, "critic_hidden", "needs positive sizes"
