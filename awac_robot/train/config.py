@@ -32,6 +32,8 @@ from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
+#: the largest batch and layer width a config may ask for (the paper's are 1024 and 256)
+MAX_BATCH, MAX_WIDTH = 65_536, 16_384
 EXPLORE_MEANS = ("actor", "policy")
 HANDOVERS = ("last", "best")
 
@@ -199,7 +201,12 @@ class TrainConfig:
         self._require(self.explore_choice in RULES, "explore_choice", f"must be one of {RULES}")
         self._require(self.explore_memory >= 1, "explore_memory", "must be >= 1 (episodes)")
         self._require(self.handover in HANDOVERS, "handover", f"must be one of {HANDOVERS}")
-        self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
+        # upper bounds: a value past them is a typo, and would fail as an allocation deep inside the first update
+        self._require(2 <= self.batch_size <= MAX_BATCH, "batch_size", f"must be in [2, {MAX_BATCH}]")
+        for name in ("actor_hidden", "critic_hidden"):
+            sizes = getattr(self, name)
+            self._require(max(sizes, default=0) <= MAX_WIDTH, name, f"needs layer sizes <= {MAX_WIDTH}")
+        self._require(self.critic_members <= 64, "critic_members", "must be <= 64")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")
         self._require(token_problem(self.sources) is None, "sources", str(token_problem(self.sources)))
         self._require(self.offline_steps >= 0, "offline_steps", "must be >= 0")
