@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from onnx_helpers import small_actor, write_policy
 from train_helpers import TINY, wait_for, write_config
 
 from awac_robot.cli import build_parser, main
@@ -126,6 +127,10 @@ def test_outputs_into_another_stages_folder_are_refused(
     refused(capsys, ["collect", "--task", "reach", "--episodes", "1", "--store", str(run)], "is a training run folder")
     split = ["demos", "split", str(store), "--out-train", str(run / "t.zarr"), "--out-val", str(tmp_path / "v.zarr")]
     refused(capsys, split, "is inside")
+    spec = get_spec("reach")
+    onnx = write_policy(small_actor(spec), spec, tmp_path / "reach.onnx")
+    refused(capsys, ["deploy", "--policy", str(onnx), "--duration", "1", "--log", str(store / "logs")], "is inside")
+    refused(capsys, ["deploy", "--policy", str(onnx), "--duration", "1", "--log", str(run)], "is a training run folder")
     assert sorted(p.name for p in store.iterdir()) == listing
     assert not (tmp_path / "v.zarr").exists()
 
@@ -148,6 +153,7 @@ def test_outputs_into_a_read_only_folder_fail_in_one_line_before_any_work(
     split = ["--out-train", str(read_only / "t.zarr"), "--out-val", str(read_only / "v.zarr")]
     refused(capsys, ["demos", "split", str(store), *split], says)
     refused(capsys, ["demos", "merge", str(store), "--out", str(read_only / "m.zarr")], says)
+    refused(capsys, ["demo", "--task", "reach", "--out", str(read_only / "demo")], says)
     assert list(read_only.iterdir()) == []
 
 
@@ -219,7 +225,7 @@ def test_a_second_training_process_on_one_run_folder_is_refused(reach: tuple[Pat
         rows = (run / "metrics.jsonl").read_text().count("\n")
         for argv in (["train", "--task", "reach", "--resume", "--out", str(run)], [*train, "--out", str(run)]):
             second = subprocess.run(
-                [sys.executable, "-m", "awac_robot", *argv], capture_output=True, text=True, timeout=300
+                [sys.executable, "-m", "awac_robot", *argv], capture_output=True, text=True, timeout=120
             )
             assert second.returncode == 2, second.stderr
             assert second.stderr.strip().splitlines() == [

@@ -45,6 +45,7 @@ from awac_robot.control.safety import EVENTS
 from awac_robot.control.watchdog import LATCHED, hold_reason_names
 from awac_robot.envs import get_spec
 from awac_robot.onnx_policy import OnnxPolicy
+from awac_robot.outputs import DEPLOY_RUN, OutputError, check_output_folder
 from awac_robot.rollout import check_seed
 from awac_robot.store_lock import LOCK_NAME, LockHeld, WriterLock
 
@@ -158,6 +159,10 @@ class Supervisor:
 
     def _prepare_run_dir(self) -> None:
         """Create and lock the run folder now, so an unwritable or used --log fails before anything moves."""
+        try:
+            check_output_folder(self.run_dir, "--log", DEPLOY_RUN)
+        except OutputError as exc:
+            raise DeployError(str(exc)) from None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             had_lock = self._lock.path.exists()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from awac_robot.rollout import MAX_SEED
 from awac_robot.train.awac import (
     ADVANTAGE_SCALES,
     ALGOS,
@@ -156,7 +157,7 @@ class TrainConfig:
             value = getattr(self, item.name)
             self._require(not isinstance(value, float) or math.isfinite(value), item.name, "must be finite")
         self._require(self.algo in ALGOS, "algo", f"must be one of {', '.join(ALGOS)}")
-        self._require(self.seed >= 0, "seed", "must be >= 0 (env seeds are derived from it)")
+        self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (env seeds are derived from it)")
         self._require(self.threads >= 0, "threads", "must be >= 0 (0 = every core)")
         self._require(1 <= self.worker_timeout <= 3600, "worker_timeout", "must be in [1, 3600] seconds")
         self._require(len(self.actor_hidden) > 0 and min(self.actor_hidden) > 0, "actor_hidden", "needs positive sizes")
