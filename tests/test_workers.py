@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -178,24 +179,33 @@ def test_a_sigkilled_trainer_takes_its_workers_with_it_even_a_stopped_one(demos:
     assert_gone_soon(children)
 
 
-@pytest.mark.parametrize("name", ["evaluation", "exploration"])
-def test_a_stopped_worker_stops_the_run_with_one_line_once_its_heartbeat_is_late(
-    demos: Path, tmp_path: Path, name: str
-) -> None:
-    proc, store, out = start_run(demos, tmp_path, online=5000, worker_timeout=3)
-    pid = 0
+def stop_a_worker(
+    demos: Path, tmp_path: Path, name: str, then: Callable[[subprocess.Popen], None], **settings: object
+) -> tuple[int, float, str, Path, int]:
+    """A finetune whose `name` worker is SIGSTOPped once the run is online, then `then(run)`: the run's exit
+    code, the seconds from `then` to the exit, its stderr, its folder and the stopped worker's pid."""
+    proc, store, out = start_run(demos, tmp_path, online=5000, **settings)
     try:
         wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
         pid = worker_pids(out)[name]
         os.kill(pid, signal.SIGSTOP)  # alive, its pipe open, answering nothing
-        stopped = time.monotonic()
+        then(proc)
+        acted = time.monotonic()
         code = proc.wait(timeout=120)  # never a hang
-        waited = time.monotonic() - stopped
+        waited = time.monotonic() - acted
         error = proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+    return code, waited, error, out, pid
+
+
+@pytest.mark.parametrize("name", ["evaluation", "exploration"])
+def test_a_stopped_worker_stops_the_run_with_one_line_once_its_heartbeat_is_late(
+    demos: Path, tmp_path: Path, name: str
+) -> None:
+    code, waited, error, out, pid = stop_a_worker(demos, tmp_path, name, lambda run: None, worker_timeout=3)
     assert code == 2, error
     assert error.count("\n") == 1 and "Traceback" not in error
     assert f"error: the {name} worker (pid {pid}) stopped answering: it sent no heartbeat for " in error
@@ -205,23 +215,14 @@ def test_a_stopped_worker_stops_the_run_with_one_line_once_its_heartbeat_is_late
     assert list((out / "checkpoints").glob("ckpt_*.pt"))  # what --resume continues from
 
 
+def ctrl_c(run: subprocess.Popen) -> None:
+    time.sleep(2.0)  # the trainer now waits for the stopped worker's reply
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+
+
 @pytest.mark.parametrize("name", ["evaluation", "exploration"])
 def test_ctrl_c_ends_a_run_at_once_while_a_worker_is_stopped(demos: Path, tmp_path: Path, name: str) -> None:
-    proc, store, out = start_run(demos, tmp_path, online=5000)  # the default worker_timeout: a minute
-    try:
-        wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
-        pid = worker_pids(out)[name]
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(2.0)  # the trainer now waits for the stopped worker's reply
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
-        interrupted = time.monotonic()
-        code = proc.wait(timeout=120)
-        waited = time.monotonic() - interrupted
-        error = proc.stderr.read() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    code, waited, error, _, pid = stop_a_worker(demos, tmp_path, name, ctrl_c)  # default worker_timeout: a minute
     assert code == 130 and error.strip() == "interrupted", error
     assert waited < 15
     assert not running(pid)

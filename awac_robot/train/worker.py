@@ -148,24 +148,35 @@ class Worker:
 
     def _wait_for_reply(self) -> None:
         """Return once a reply (or the worker's end) is waiting; raise WorkerError if its heartbeat stops first."""
-        while True:
-            try:
-                if self._conn.poll(POLL):
-                    return
-            except (EOFError, OSError):
-                return  # recv says how the worker ended
-            beat = self._heartbeat.value
-            silent = time.monotonic() - (beat or self._started)
-            if silent > (self.timeout if beat else START_TIMEOUT):
-                state = "started and never beat" if not beat else f"sent no heartbeat for {silent:.0f} s"
-                raise WorkerError(
-                    f"the {self.name} worker (pid {self.pid}) stopped answering: it {state} (stopped, e.g. by "
-                    f"SIGSTOP, or stuck; config key worker_timeout is {self.timeout:g} s); {RESUME}"
-                )
+        while not self._poll(POLL):
+            self._check_heartbeat()
+
+    def _poll(self, timeout: float) -> bool:
+        try:
+            return self._conn.poll(timeout)
+        except (EOFError, OSError):
+            return True  # recv says how the worker ended
+
+    def _check_heartbeat(self) -> None:
+        beat = self._heartbeat.value
+        silent = time.monotonic() - (beat or self._started)
+        if silent > (self.timeout if beat else START_TIMEOUT):
+            state = "started and never beat" if not beat else f"sent no heartbeat for {silent:.0f} s"
+            raise WorkerError(
+                f"the {self.name} worker (pid {self.pid}) stopped answering: it {state} (stopped, e.g. by "
+                f"SIGSTOP, or stuck; config key worker_timeout is {self.timeout:g} s); {RESUME}"
+            )
 
     def has_reply(self) -> bool:
-        """A reply (or the worker's end) is waiting, so `recv` returns without blocking."""
-        return self._conn.poll()
+        """A reply (or the worker's end) is waiting, so `recv` returns without blocking.
+
+        Asked while the trainer goes on with other work, so a stopped worker is noticed here
+        too, not only once the trainer waits for it.
+        """
+        if self._poll(0.0):
+            return True
+        self._check_heartbeat()
+        return False
 
     def close(self, finish: bool = True) -> None:
         """End the worker: let it finish what it was asked and exit (`finish`), or kill it (a run stopping early).
