@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check awac_robot tests bench
-	$(BIN)/ruff format --check awac_robot tests bench
-	$(BIN)/mypy  # awac_robot and bench, strict: pyproject.toml [tool.mypy]
+	$(BIN)/ruff check awac_robot tests bench docs
+	$(BIN)/ruff format --check awac_robot tests bench docs
+	$(BIN)/mypy  # awac_robot, bench and the example driver in docs, strict: pyproject.toml [tool.mypy]
 
 test: lint
 	$(BIN)/pytest

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from awac_robot.control.robot import SIM_DRIVER
 from awac_robot.control.runlog import RunLogError, load_log
 from awac_robot.control.supervisor import ROBOT_LOG
 from awac_robot.envs import TaskEnv, get_spec, make_env
@@ -221,6 +222,11 @@ def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisod
         raise ReplayError(f"{path} records no seed or no applied commands (an older deploy): it cannot be replayed")
     if meta["seed"] is None:
         raise ReplayError(f"{path}: the deployment ran without a seed, so its starts cannot be reproduced")
+    driver = meta.get("robot", {}).get("target", SIM_DRIVER)  # records from before drivers: the simulator
+    if driver != SIM_DRIVER:
+        raise ReplayError(
+            f"{path}: the deployment drove {driver}, not the simulated robot: there is nothing to re-simulate"
+        )
     spec = TaskSpec.from_dict(meta["task_spec"])
     get_spec(spec.name).check_matches(spec, f"robot record {path}")
     if not len(columns["episode"]):

@@ -10,6 +10,8 @@ output goes to a log beside the run, which a failed run points to.
 from __future__ import annotations
 
 import math
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,15 @@ from awac_robot.train.runlog import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
 AWAC_ROBOT = (sys.executable, "-m", "awac_robot")
+#: Runs the command after it (argv[2:]) tied to the process whose pid is argv[1]: Linux sends it SIGTERM
+#: when that process ends, however it ends (its own workers die with it in turn), so a benchmark that is
+#: killed or a Ray task that is cancelled leaves no run behind. The tie survives exec, so it is made
+#: here rather than in a preexec_fn, which is unsafe in the suite's threads and in a Ray worker.
+TIED = (
+    sys.executable, "-c",
+    "import os, sys; from awac_robot.processes import die_with_parent; "
+    "die_with_parent(int(sys.argv[1])); os.execv(sys.argv[2], sys.argv[2:])",
+)  # fmt: skip
 
 
 def awac_robot(*args: str) -> None:
@@ -67,6 +78,8 @@ class FinetuneResult:
     evals: list[dict[str, Any]] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
+    #: CPU seconds (user + system) of the command and every process it waited for (its workers)
+    cpu: float = 0.0
     returncode: int = 0
     last_output: str = ""  # the command's last output line: the error of a failed run
 
@@ -102,25 +115,30 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
     shutil.copytree(job.store, job.folder / f"{job.task}.zarr")
     result = FinetuneResult(started=time.time())
     with open(job.log, "w") as log:
-        process = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT)
-        while True:
-            try:  # waiting, not sleeping: the wall time ends when the run does
-                process.wait(timeout=poll_seconds)
-                result.finished = time.time()
-            except subprocess.TimeoutExpired:
-                pass
-            finished = process.returncode is not None  # known before reading, so the last lines are never missed
-            seen = len(result.evals)
-            result.evals = eval_rows(job.run_dir)
-            for row in result.evals[seen:]:
-                speed = f"  ({row['updates_per_s']:.0f} updates/s)" if math.isfinite(row["updates_per_s"]) else ""
-                print(
-                    f"  {job.label} {describe_eval(row)}: success {row['eval_success']:.0%}"
-                    f"  wall {row['time'] - result.started:7.0f} s{speed}",
-                    flush=True,
-                )
-            if finished:
-                break
+        command = [*TIED, str(os.getpid()), *job.command()]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        exited = os.pidfd_open(process.pid)  # readable when the run ends: waiting, not sleeping
+        try:
+            while True:
+                if select.select([exited], [], [], poll_seconds)[0]:
+                    _, status, usage = os.wait4(process.pid, 0)  # its rusage counts its reaped workers too
+                    result.finished = time.time()
+                    result.cpu = usage.ru_utime + usage.ru_stime
+                    process.returncode = os.waitstatus_to_exitcode(status)
+                finished = process.returncode is not None  # known before reading, so the last lines are never missed
+                seen = len(result.evals)
+                result.evals = eval_rows(job.run_dir)
+                for row in result.evals[seen:]:
+                    speed = f"  ({row['updates_per_s']:.0f} updates/s)" if math.isfinite(row["updates_per_s"]) else ""
+                    print(
+                        f"  {job.label} {describe_eval(row)}: success {row['eval_success']:.0%}"
+                        f"  wall {row['time'] - result.started:7.0f} s{speed}",
+                        flush=True,
+                    )
+                if finished:
+                    break
+        finally:
+            os.close(exited)
     result.returncode = process.returncode
     lines = job.log.read_text().strip().splitlines()
     result.last_output = lines[-1] if lines else ""

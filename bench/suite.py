@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/suite.py [--only door-human,push-scripted] [--algo awac bc] [--seeds 1] [--first-seed 0]
         [--jobs 2] [--offline-steps N] [--online-steps N] [--config FILE] [--work bench_runs]
-        [--ray [--ray-address ADDR]] [--report-only]
+        [--ray [--ray-address ADDR] [--verbose]] [--report-only]
 
 Scenarios (bench/scenarios.py) name a task, the recipe of its store and its step budget. Each
 store is built once per recipe with the product's own commands and cached under
@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 from runner import ROOT, FinetuneJob, FinetuneResult, run_finetune
 from scenarios import SCENARIOS, Scenario
 from stores import BuiltStore, cached_store
-from suite_ray import run_on_ray
+from suite_ray import Stopped, run_on_ray
 from suite_report import RESULTS, Results, table, targets
 
 from awac_robot.store import StoreError
@@ -60,6 +60,7 @@ class GridSettings:
     config: Path | None = None
     ray: bool = False
     ray_address: str | None = None
+    verbose: bool = False  # Ray's own start-up notices
 
     def train_config(self) -> TrainConfig:
         return load_config(self.config) if self.config else TrainConfig()
@@ -166,7 +167,14 @@ def run_grid(scenarios: list[Scenario], settings: GridSettings, results: Results
     where = f"Ray ({settings.ray_address or f'local, {settings.jobs} CPUs'})" if settings.ray else "this machine"
     print(f"{len(jobs)} runs on {where}, {settings.jobs} at a time; config {settings.config or 'defaults'}", flush=True)
     if settings.ray:
-        run_on_ray(list(jobs), record, settings.ray_address, settings.jobs)
+        try:
+            run_on_ray(list(jobs), record, settings.ray_address, settings.jobs, settings.verbose)
+        except Stopped as stop:  # one line, no stack: the finished runs are in the results file already
+            print(
+                f"suite: stopped by {stop}: {len(finished)} of {len(jobs)} runs finished, kept in {results.path}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop.signum) from None
     else:
         with ThreadPoolExecutor(settings.jobs) as pool:  # the threads only wait on finetune subprocesses
             list(pool.map(lambda job: record(job, run_finetune(job)), jobs))
@@ -231,6 +239,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench_runs", help="stores, runs and results")
     parser.add_argument("--ray", action="store_true", help="run the grid as Ray tasks (pip install -e '.[ray]')")
     parser.add_argument("--ray-address", help="Ray cluster to join (e.g. HEAD:6379); default a local Ray")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own start-up notices")
     parser.add_argument("--report-only", action="store_true", help="print the table from the results file only")
     args = parser.parse_args()
 
@@ -257,7 +266,7 @@ def main() -> None:
         return
     settings = GridSettings(
         args.work, algos, args.seeds, args.first_seed, args.jobs, args.offline_steps, args.online_steps,
-        args.config, args.ray, args.ray_address,
+        args.config, args.ray, args.ray_address, args.verbose,
     )  # fmt: skip
     try:
         settings.train_config()

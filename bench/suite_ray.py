@@ -6,22 +6,46 @@ whole run folder (store copy, run, log) travels back and is unpacked where a loc
 have put it, so the table and the results file cannot tell the two apart. No shared file
 system is needed; every node needs the same awac-robot install (`pip install -e '.[ray]'`)
 and Python, because the bench modules are shipped by value and the product is not.
+
+A task runs at the niceness of the processes beside it, not Ray's default 15 for workers
+(RAY_worker_niceness in TASK_OPTIONS): the finetune and its evaluation and exploration workers
+inherit the task's niceness, and at 15 they got a few per cent of a core beside any busy
+process, so a run that takes 30 s beside two busy loops outside Ray took many minutes inside
+(issue 36; bench/ray_overhead.py measures it, docs/benchmarks.md has the figures).
+
+A suite stopped by SIGINT or SIGTERM cancels the tasks still running (their finetunes die with
+them, bench/runner.py) and raises `Stopped`; the runs that finished were handed to `on_done`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import runner
 from runner import FinetuneJob, FinetuneResult, run_finetune
+
+#: How every run's task is scheduled: one CPU, and the niceness of an ordinary process (see above).
+TASK_OPTIONS: dict[str, Any] = {"num_cpus": 1, "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}}}
+
+
+class Stopped(Exception):
+    """The suite was stopped by a signal; the message names it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def pack(folder: Path) -> bytes:
@@ -53,35 +77,72 @@ def finetune_in_scratch(job: FinetuneJob, packed_store: bytes) -> tuple[dict[str
         return dataclasses.asdict(result), pack(here.folder)
 
 
+@contextmanager
+def ray_session(address: str | None, cpus: int, verbose: bool = False) -> Iterator[None]:
+    """Ray joined at `address` (or a local one with `cpus` CPUs) for the block; SIGINT and SIGTERM raise `Stopped`.
+
+    Ray's own start-up notices (the token authentication notice, "Started a local Ray instance")
+    are shown only with `verbose`; the tasks' output (each run's evaluations) is always shown.
+    """
+    import ray  # an optional extra: imported only when asked for
+
+    received = signal.SIGINT
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        received = signal.Signals(signum)
+        # KeyboardInterrupt, because Ray's blocking calls let it through: any other exception raised by a
+        # handler inside them comes out as a SystemError with a stack dump.
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for module in (runner, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
+            ray.cloudpickle.register_pickle_by_value(module)
+        level = logging.INFO if verbose else logging.ERROR
+        if address:
+            ray.init(address=address, logging_level=level)
+        else:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=level)
+        signal.signal(signal.SIGTERM, stop)  # again: ray.init installs its own, which exits on the spot
+        yield
+    except KeyboardInterrupt:
+        raise Stopped(received) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ray.shutdown()
+
+
 def run_on_ray(
     jobs: list[FinetuneJob],
     on_done: Callable[[FinetuneJob, FinetuneResult], None],
     address: str | None,
     cpus: int,
+    verbose: bool = False,
 ) -> None:
-    """Run every job as a Ray task (one CPU each); `on_done` gets each as it finishes, in any order."""
-    import ray  # an optional extra: imported only when asked for
+    """Run every job as a Ray task; `on_done` gets each as it finishes, in any order.
 
-    for module in (runner, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
-        ray.cloudpickle.register_pickle_by_value(module)
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False)
-    try:
-        task = ray.remote(num_cpus=1)(finetune_in_scratch)
+    Raises `Stopped` on SIGINT or SIGTERM, after cancelling the tasks that had not finished.
+    """
+    import ray
+
+    with ray_session(address, cpus, verbose):
+        task = ray.remote(**TASK_OPTIONS)(finetune_in_scratch)
         stores = {store: ray.put(pack(store)) for store in {job.store for job in jobs}}
         pending = {task.remote(job, stores[job.store]): job for job in jobs}
-        while pending:
-            ready, _ = ray.wait(list(pending))
-            for ref in ready:
-                job = pending.pop(ref)
-                try:
-                    result, folder = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # the task itself died (node lost, out of memory)
-                    on_done(job, FinetuneResult(returncode=-1, last_output=f"Ray task failed: {exc}".splitlines()[0]))
-                    continue
-                unpack(folder, job.folder)
-                on_done(job, FinetuneResult(**result))
-    finally:
-        ray.shutdown()
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending))
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        result, folder = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the task itself died (node lost, out of memory)
+                        line = f"Ray task failed: {exc}".splitlines()[0]
+                        on_done(job, FinetuneResult(returncode=-1, last_output=line))
+                        continue
+                    unpack(folder, job.folder)
+                    on_done(job, FinetuneResult(**result))
+        finally:
+            for ref in pending:  # a stopped suite leaves no run behind: the worker and its finetune end
+                ray.cancel(ref, force=True)

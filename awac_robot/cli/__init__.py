@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from awac_robot import __version__
-from awac_robot.cli import collect, demo, demos, deploy, import_policy, tasks, train, view
+from awac_robot.cli import check_robot, collect, demo, demos, deploy, import_policy, tasks, train, view
 from awac_robot.cli.errors import UserError
 from awac_robot.provenance import cli_command
 
-COMMAND_MODULES = (tasks, collect, demos, import_policy, demo, train, deploy, view)
+COMMAND_MODULES = (tasks, collect, demos, import_policy, demo, train, deploy, check_robot, view)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,9 +6,16 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awac_robot.cli.errors import UserError
+
+if TYPE_CHECKING:
+    from awac_robot.control.drivers.loading import DriverDefinition
+    from awac_robot.control.limits import DeployConfig
+    from awac_robot.spec import TaskSpec
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,9 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     deploy = subparsers.add_parser(
         "deploy",
-        help="run an exported policy on the simulated robot behind the safety layer",
+        help="run an exported policy on a robot (default: the simulated one) behind the safety layer",
         description=(
-            "Start the simulated robot process and a fixed-rate controller process running the ONNX policy behind "
+            "Start the robot process (around the --robot driver, default the simulated task) and a fixed-rate "
+            "controller process running the ONNX policy behind "
             "the safety limits; print live status, and a summary at the end. Ctrl-C stops cleanly (the robot holds). "
             "Exits 1 if the run failed (a process died, a heartbeat stopped, the robot held on its own)."
         ),
@@ -43,7 +51,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     deploy.add_argument("--policy", type=Path, required=True, help="ONNX policy from 'awac-robot export'")
     deploy.add_argument("--task", help="task the robot runs (default: the policy's task; a mismatch refuses to start)")
     deploy.add_argument("--rate", type=float, help="controller rate in Hz (default: the limits file's)")
-    limits = deploy.add_mutually_exclusive_group()
+    add_limits_arguments(deploy)
+    deploy.add_argument("--duration", type=float, default=30.0, help="seconds to run (0: until Ctrl-C)")
+    deploy.add_argument("--estop-file", help="creating this file e-stops the controller")
+    deploy.add_argument(
+        "--log", type=Path, help="run folder for the logs (must not exist or be empty; default deploy/logs/TASK-TIME)"
+    )
+    deploy.add_argument("--seed", type=int, default=0, help="seed of the simulated task")
+    add_robot_arguments(deploy)
+    deploy.add_argument("--json", action="store_true", help="print the summary as JSON")
+    deploy.set_defaults(handler=run_deploy)
+
+
+def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
+    """--robot and --robot-config, shared by `deploy` and `check-robot`."""
+    parser.add_argument(
+        "--robot",
+        default="sim",
+        help="the robot driver: a name registered in the entry-point group awac_robot.robots (built in: sim, "
+        "network) or PACKAGE.MODULE:CLASS (default: sim, the simulated task)",
+    )
+    parser.add_argument("--robot-config", type=Path, help="YAML file of the driver's settings (its Settings fields)")
+
+
+def robot_definition(args: argparse.Namespace) -> DriverDefinition:
+    """The checked driver definition of --robot / --robot-config, or a one-line UserError."""
+    from awac_robot.control.drivers.loading import DriverError, define
+
+    try:
+        return define(args.robot, args.robot_config)
+    except DriverError as exc:
+        raise UserError(str(exc)) from None
+
+
+def add_limits_arguments(parser: argparse.ArgumentParser) -> None:
+    """--limits / --no-limits-file, shared by `deploy` and `check-robot`."""
+    limits = parser.add_mutually_exclusive_group()
     limits.add_argument(
         "--limits", type=Path, help="controller and safety limits file (default: the one shipped for the task)"
     )
@@ -52,14 +95,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="run without a limits file, behind the task's built-in default bounds (derived from the task spec)",
     )
-    deploy.add_argument("--duration", type=float, default=30.0, help="seconds to run (0: until Ctrl-C)")
-    deploy.add_argument("--estop-file", help="creating this file e-stops the controller")
-    deploy.add_argument(
-        "--log", type=Path, help="run folder for the logs (must not exist or be empty; default deploy/logs/TASK-TIME)"
-    )
-    deploy.add_argument("--seed", type=int, default=0, help="seed of the simulated task")
-    deploy.add_argument("--json", action="store_true", help="print the summary as JSON")
-    deploy.set_defaults(handler=run_deploy)
+
+
+def limits_in_force(args: argparse.Namespace, spec: TaskSpec) -> tuple[DeployConfig, str]:
+    """The limits of --limits / --no-limits-file / the shipped file, and how to say which is in force."""
+    from awac_robot.control.limits import default_config, load_config, shipped_limits_file, shipped_tasks
+
+    if args.no_limits_file:
+        return default_config(spec), f"built-in default bounds of task {spec.name} (--no-limits-file)"
+    if args.limits is not None:
+        return checked(lambda: load_config(args.limits, spec)), f"{args.limits} (--limits)"
+    shipped = shipped_limits_file(spec.name)
+    if shipped is None:
+        raise UserError(
+            f"no limits file for task '{spec.name}' (shipped: {', '.join(shipped_tasks())}): pass --limits "
+            f"FILE, or --no-limits-file to run behind the task's built-in default bounds"
+        )
+    return checked(lambda: load_config(shipped, spec)), f"{shipped} (shipped with awac-robot)"
+
+
+def checked(make: Callable[[], DeployConfig]) -> DeployConfig:
+    """`make()`, its LimitsError turned into the one-line UserError."""
+    from awac_robot.control.limits import LimitsError
+
+    try:
+        return make()
+    except LimitsError as exc:
+        raise UserError(str(exc)) from None
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -97,43 +159,23 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from awac_robot.control.limits import (
-        LimitsError,
-        default_config,
-        load_config,
-        shipped_limits_file,
-        shipped_tasks,
-        with_overrides,
-    )
+    from awac_robot.control.limits import with_overrides
     from awac_robot.control.runlog import format_summary
     from awac_robot.control.supervisor import DeployError, Supervisor
     from awac_robot.envs import get_spec
     from awac_robot.onnx_policy import OnnxPolicy
 
+    driver = robot_definition(args)
     policy = OnnxPolicy(args.policy)
     task = args.task or policy.spec.name
     spec = get_spec(task)
     policy.check_spec(spec)
-    try:
-        if args.no_limits_file:
-            config, said = default_config(spec), f"built-in default bounds of task {spec.name} (--no-limits-file)"
-        elif args.limits is not None:
-            config, said = load_config(args.limits, spec), f"{args.limits} (--limits)"
-        else:
-            shipped = shipped_limits_file(spec.name)
-            if shipped is None:
-                raise UserError(
-                    f"no limits file for task '{spec.name}' (shipped: {', '.join(shipped_tasks())}): pass --limits "
-                    f"FILE, or --no-limits-file to run behind the task's built-in default bounds"
-                )
-            config, said = load_config(shipped, spec), f"{shipped} (shipped with awac-robot)"
-        config = with_overrides(config, spec, rate=args.rate, estop_file=args.estop_file)
-    except LimitsError as exc:
-        raise UserError(str(exc)) from None
+    config, said = limits_in_force(args, spec)
+    config = checked(lambda: with_overrides(config, spec, rate=args.rate, estop_file=args.estop_file))
     print(f"deploy: limits in force: {said}", flush=True)
     run_dir = args.log or Path("deploy") / "logs" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        result = Supervisor(args.policy, config, args.duration or None, run_dir, seed=args.seed).run()
+        result = Supervisor(args.policy, config, args.duration or None, run_dir, seed=args.seed, robot=driver).run()
     except DeployError as exc:
         raise UserError(str(exc)) from None
     if args.json:

@@ -1,19 +1,22 @@
-"""The robot as the controller sees it, and the simulated robot process behind it.
+"""The robot as the controller sees it, and the robot process that stands between the controller and any driver.
 
-`RobotInterface` is everything the controller needs from a robot; a hardware driver
-implements these four methods (docs/deploy.md) and the controller, safety layer and
-supervisor work unchanged. Here the robot is a separate process stepping the MuJoCo task in
-real time at the task's control period, exchanging timestamped observations and commands
-through shared-memory slots, the way a driver process would: the controller never steps
-the simulator itself, so a slow simulator shows up as stale observations, not a slow loop.
-The robot process is safe on its own (watchdog.py): it holds when fresh commands stop,
-refuses commands outside the bounds, keeps the gripper in the workspace, and writes its
-own record of every step (robot.runlog).
+`RobotInterface` is everything the controller needs from a robot; `ShmRobot` is the
+controller's end of the shared-memory slots. The robot process (`RobotLoop`) is the other
+end: at the task's control period it reads the newest command and the newest measured state,
+lets the guard (watchdog.py) decide, applies or holds through a driver (drivers/: the
+simulated task, a robot over the network, yours), writes its own record of every step
+(robot.runlog) and publishes the state with its measurement time and its heartbeat. The guard
+and the record are the same for every driver, so a new robot is safe on its own without
+copying them: it holds when fresh commands stop, refuses commands that are not finite, out of
+bounds or too fast, keeps the gripper in the workspace, and holds while its state is stale.
+The controller never talks to a driver itself, so a slow robot shows up as stale
+observations, not a slow loop.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -21,7 +24,6 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,11 +36,13 @@ from awac_robot.control.channels import (
     command_layout,
     obs_layout,
 )
-from awac_robot.control.limits import DeployConfig, check_config, motion_dims
+from awac_robot.control.drivers import Measurement, RobotDriver, check_measurement
+from awac_robot.control.drivers.loading import DriverDefinition, build_driver
+from awac_robot.control.limits import DeployConfig, check_config
 from awac_robot.control.rt import next_boundary, set_realtime, sleep_until
 from awac_robot.control.runlog import Columns, RunLog
 from awac_robot.control.watchdog import HOLD_REASONS, SUPERVISOR, RobotGuard
-from awac_robot.envs import TaskEnv, get_spec, make_env
+from awac_robot.envs import get_spec
 from awac_robot.processes import die_with_parent
 from awac_robot.spec import TaskSpec
 
@@ -126,39 +130,29 @@ class ShmRobot(RobotInterface):
         self._cmd_slot.write(out)
 
 
-def pose_hold_target(env: TaskEnv, applied: np.ndarray, motion: tuple[int, ...]) -> np.ndarray:
-    """The command that keeps the simulated robot where it is now.
-
-    Adroit actions are normalised position targets (target = act_mean + a * act_rng), so the
-    hold is the current joint positions in those units; any other task keeps its applied
-    command with every motion dimension (delta, velocity) at 0.
-    """
-    sim: Any = env.unwrapped
-    model = getattr(sim, "model", None)
-    if hasattr(sim, "act_mean") and hasattr(sim, "act_rng") and model is not None and model.nu == applied.size:
-        joints = model.actuator_trnid[:, 0]
-        positions = sim.data.qpos[model.jnt_qposadr[joints]]
-        return np.asarray(np.clip((positions - sim.act_mean) / sim.act_rng, -1.0, 1.0), dtype=np.float64)
-    hold = applied.copy()
-    hold[list(motion)] = 0.0
-    return hold
-
-
 def robot_columns(obs_dim: int, act_dim: int) -> Columns:
-    """The robot's own record, one row per simulator step (what the watchdog decided and what was applied)."""
+    """The robot's own record, one row per robot step (what the guard decided and what the robot applied)."""
     return {
         "t": ((), np.float64),  # perf_counter s at the decision (after reading the command slot)
-        "sim_step": ((), np.int64),
-        "episode": ((), np.int32),
+        "sim_step": ((), np.int64),  # the robot step (the simulator's step for the simulated robot)
+        "episode": ((), np.int32),  # episodes the driver had ended when the state decided on was measured
         "seq": ((), np.int64),  # sequence number of the last fresh command (0: none yet)
         "fresh": ((), np.int8),  # 1 if a fresh command arrived this step
         "mode": ((), np.int8),  # 1 the command was applied, 2 the robot held
         "held_by": ((), np.int32),  # hold reason bits (watchdog.HOLD_REASONS)
         "workspace": ((), np.int8),  # 1 if the workspace check shrank the command
+        "rate_limited": ((), np.int8),  # 1 if the command in force moved faster than the rate limit and was limited
         "command": ((act_dim,), np.float64),  # the last accepted command
-        "applied": ((act_dim,), np.float64),  # what went to the simulator this step
+        "applied": ((act_dim,), np.float64),  # what the robot applied this step (as its driver reports it)
         "obs": ((obs_dim,), np.float32),  # the observation the decision was made on (measured before the step)
+        "state_age": ((), np.float64),  # how old that observation was at the decision (s; NaN: nothing measured yet)
     }
+
+
+#: a robot whose driver has measured nothing this long after starting is not there (s)
+FIRST_STATE_TIMEOUT = 10.0
+#: the simulated robot, the default driver
+SIM_DRIVER = "awac_robot.control.drivers.sim:SimDriver"
 
 
 @dataclass(frozen=True)
@@ -170,6 +164,8 @@ class RobotConfig:
     seed: int | None
     parent_pid: int
     log_path: str
+    #: the driver to construct in the robot process (its class by import path and its checked settings)
+    driver: DriverDefinition = DriverDefinition(SIM_DRIVER)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -177,24 +173,25 @@ class RobotConfig:
     @classmethod
     def from_json(cls, text: str) -> RobotConfig:
         data = json.loads(text)
-        return cls(**{**data, "deploy": DeployConfig.from_dict(data["deploy"])})
+        deploy, driver = DeployConfig.from_dict(data["deploy"]), DriverDefinition.from_dict(data["driver"])
+        return cls(**{**data, "deploy": deploy, "driver": driver})
 
 
-class SimRobot:
-    """The robot process's loop: step the task every control period with the newest fresh command, record it."""
+class RobotLoop:
+    """The robot process's loop around any driver: every robot period, read the newest command and the newest
+    measured state, let the guard decide, apply or hold through the driver, record it, publish the state."""
 
-    def __init__(self, spec: TaskSpec, channels: Channels, config: DeployConfig, seed: int | None = None) -> None:
+    def __init__(self, spec: TaskSpec, channels: Channels, config: DeployConfig, driver: RobotDriver) -> None:
         self.spec = spec
-        self.env = make_env(spec.name, seed=seed)
+        self.driver = driver
         self.ch = channels
-        self.motion = motion_dims(spec)
-        self.guard = RobotGuard(config.limits, spec.control_period)
+        self.guard = RobotGuard(config.limits, spec.control_period, config.period)
         self._obs_l, self._cmd_l = obs_layout(spec), command_layout(spec)
         self._out = np.zeros(self._obs_l.size)
         self._cmd_in = np.zeros(self._cmd_l.size)
         self._sup = np.zeros(SUPERVISOR_LAYOUT.size)
         self._status = np.zeros(ROBOT_LAYOUT.size)
-        self.sim_steps = self.episodes = self.successes = self.overruns = 0
+        self.steps = self.overruns = 0
         self.published = 0
         self.held_by = 0
         self.stop_requested = False
@@ -203,21 +200,26 @@ class SimRobot:
         self.stop_requested = True
 
     def run(self, parent_pid: int, log: RunLog, spin: float = 0.0002) -> None:
-        obs, _ = self.env.reset()
-        applied = pose_hold_target(self.env, np.zeros(self.spec.act_dim), self.motion)
-        holding = True
-        episode_success = False
-        period, cmd_l, row, guard = self.spec.control_period, self._cmd_l, log.row, self.guard
+        driver, guard, row, cmd_l = self.driver, self.guard, log.row, self._cmd_l
+        period = self.spec.control_period
         stop_i, hold_i = SUPERVISOR_LAYOUT["stop_robot"].start, SUPERVISOR_LAYOUT["hold_robot"].start
-        self._publish(obs, applied)
-        boundary = time.perf_counter()
+        state = driver.read()
+        check_measurement(state, self.spec)
+        self._publish(state)
+        boundary = start = time.perf_counter()
         while not self.stop_requested and os.getppid() == parent_pid:
+            if not self.published and boundary - start > FIRST_STATE_TIMEOUT:
+                raise SystemExit(
+                    f"robot: the driver measured no state within {FIRST_STATE_TIMEOUT:g} s: is the robot (or its "
+                    "server) up and reachable?"
+                )
             self.ch.supervisor.read(self._sup)
             if self._sup[stop_i]:
                 break
             if self._sup[hold_i]:
                 guard.latch(SUPERVISOR)
             got = self.ch.command.read(self._cmd_in) > 0
+            state = driver.read()  # the newest state at the decision (a remote robot's may have arrived meanwhile)
             now = time.perf_counter()
             cmd = self._cmd_in
             fresh = got and guard.update(
@@ -229,47 +231,43 @@ class SimRobot:
                 now,
                 self.published,
             )
-            target, self.held_by, shrunk = guard.target(obs)
+            target, self.held_by, shrunk = guard.target(state.obs, now - state.stamp)
             if target is not None:
-                applied, holding = target, False
-            elif not holding:
-                # latch the pose once on entering the hold: re-reading it every step would follow any sag
-                applied, holding = pose_hold_target(self.env, applied, self.motion), True
-            row["t"][0], row["sim_step"][0], row["episode"][0] = now, self.sim_steps, self.episodes
-            row["seq"][0], row["fresh"][0], row["mode"][0] = guard.last_seq, fresh, 2 if holding else 1
+                driver.apply(target)
+            else:
+                driver.hold()
+            after = driver.read()
+            row["t"][0], row["sim_step"][0], row["episode"][0] = now, self.steps, state.episode
+            row["seq"][0], row["fresh"][0], row["mode"][0] = guard.last_seq, fresh, 2 if target is None else 1
             row["held_by"][0], row["workspace"][0] = self.held_by, shrunk
-            row["command"][0], row["applied"][0], row["obs"][0] = guard.command, applied, obs
+            row["rate_limited"][0] = guard.limited and target is not None
+            row["command"][0], row["applied"][0], row["obs"][0] = guard.command, after.applied, state.obs
+            row["state_age"][0] = now - state.stamp
             log.append()
-            obs, _, terminated, truncated, info = self.env.step(applied)
-            self.sim_steps += 1
-            episode_success |= bool(info["success"])
-            if terminated or truncated:
-                self.episodes += 1
-                self.successes += episode_success
-                episode_success = False
-                obs, _ = self.env.reset()
-                if holding:
-                    applied = pose_hold_target(self.env, applied, self.motion)
-            self._publish(obs, applied)
+            self.steps += 1
+            self._publish(after)
             boundary, skipped = next_boundary(boundary, period, time.perf_counter())
             self.overruns += skipped
             sleep_until(boundary, spin)
-        self.env.close()
 
-    def _publish(self, obs: np.ndarray, applied: np.ndarray) -> None:
-        out, lay = self._out, self._obs_l
-        out[lay["stamp"]] = time.perf_counter()
-        out[lay["sim_step"]] = self.sim_steps
-        out[lay["episode"]] = self.episodes
-        out[lay["obs"]] = obs
-        out[lay["applied"]] = applied
-        self.ch.obs.write(out)
-        self.published += 1
+    def _publish(self, state: Measurement) -> None:
+        """The state for the controller (once one was measured) and the status for the supervisor, whose
+        heartbeat is the measurement's stamp: a robot whose state stops arriving is a robot lost."""
+        measured = math.isfinite(state.stamp)
+        if measured:
+            out, lay = self._out, self._obs_l
+            out[lay["stamp"]] = state.stamp
+            out[lay["sim_step"]] = self.steps
+            out[lay["episode"]] = state.episode
+            out[lay["obs"]] = state.obs
+            out[lay["applied"]] = state.applied
+            self.ch.obs.write(out)
+            self.published += 1
         status, rl = self._status, ROBOT_LAYOUT
-        status[rl["stamp"]] = out[lay["stamp"]][0]
-        status[rl["sim_steps"]] = self.sim_steps
-        status[rl["episodes"]] = self.episodes
-        status[rl["successes"]] = self.successes
+        status[rl["stamp"]] = state.stamp if measured else 0.0
+        status[rl["sim_steps"]] = self.steps
+        status[rl["episodes"]] = state.episode
+        status[rl["successes"]] = state.solved
         status[rl["overruns"]] = self.overruns
         status[rl["held_by"]] = self.held_by
         self.ch.robot.write(status)
@@ -286,14 +284,16 @@ def robot_process_main(cfg: RobotConfig) -> None:
     spec = get_spec(cfg.deploy.task)
     check_config(cfg.deploy, spec)  # the robot trusts no one's limits check but its own
     channels = Channels.attach(cfg.channel_names, spec)
-    robot = SimRobot(spec, channels, cfg.deploy, cfg.seed)
+    driver = build_driver(cfg.driver, spec, cfg.seed)
+    robot = RobotLoop(spec, channels, cfg.deploy, driver)
     signal.signal(signal.SIGTERM, robot.request_stop)
-    scheduling = set_realtime(max(cfg.deploy.priority - 1, 0))  # after building the simulator: no real-time work
+    scheduling = set_realtime(max(cfg.deploy.priority - 1, 0))  # after building the driver: no real-time work
     meta = {
         "task_spec": spec.to_dict(),
         "deploy": cfg.deploy.to_dict(),
+        "robot": asdict(cfg.driver),
         "period": spec.control_period,
-        "seed": cfg.seed,  # with the applied commands, what `awac-robot replay --log` re-simulates from
+        "seed": cfg.seed,  # the simulated robot: with the applied commands, what `awac-robot replay --log` re-simulates
         "modes": {"1": "command applied", "2": "hold"},
         "hold_reasons": HOLD_REASONS,
         "scheduling": scheduling,
@@ -305,6 +305,7 @@ def robot_process_main(cfg: RobotConfig) -> None:
         exit_reason = "signal" if robot.stop_requested else "normal"
     finally:
         log.close({"exit": exit_reason, "held_by": robot.held_by})
+        driver.close()
         channels.close()
 
 

@@ -38,8 +38,9 @@ from awac_robot.control.channels import (
     read_fields,
 )
 from awac_robot.control.controller import ControllerConfig
+from awac_robot.control.drivers.loading import DriverDefinition, driver_class
 from awac_robot.control.limits import DeployConfig, LimitsError, check_config, check_estop_file
-from awac_robot.control.robot import RobotConfig
+from awac_robot.control.robot import SIM_DRIVER, RobotConfig
 from awac_robot.control.runlog import load_log, summarize
 from awac_robot.control.safety import EVENTS
 from awac_robot.control.watchdog import LATCHED, hold_reason_names
@@ -134,6 +135,7 @@ class Supervisor:
         run_dir: Path,
         seed: int | None = 0,
         out: TextIO | None = None,
+        robot: DriverDefinition | None = None,
     ) -> None:
         self.spec = get_spec(config.task)
         check_config(config, self.spec)  # a config built in code gets the same checks as a limits file
@@ -145,6 +147,8 @@ class Supervisor:
             check_estop_file(config)
         except LimitsError as exc:
             raise DeployError(str(exc)) from None
+        self.robot = robot or DriverDefinition(SIM_DRIVER)
+        driver_class(self.robot.target)  # a driver that cannot be imported is refused before anything starts
         self.policy, self.config, self.duration, self.run_dir = policy, config, duration, run_dir
         self.seed, self.out = seed, out or sys.stdout
         self.channels: Channels | None = None
@@ -218,7 +222,7 @@ class Supervisor:
         # SIGTERM (a service manager, `kill`) stops the run as Ctrl-C does: held, logged, shared memory freed
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG))
+            robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG), self.robot)
             robot = Child("robot process", "awac_robot.control.robot", robot_cfg.to_json())
             cfg = ControllerConfig(
                 str(self.policy), self.config, self.duration, str(self.run_dir / CONTROLLER_LOG), names, me
@@ -228,7 +232,8 @@ class Supervisor:
             self.robot_pid, self.controller_pid = robot.pid, controller.pid
             self._wait(lambda: self._controller_state() != STATE_STARTING, (robot, controller))
             self.say(
-                f"robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz; "
+                f"robot pid {robot.pid} steps {self.spec.name} at {self.spec.control_rate:g} Hz through "
+                f"{self.robot.target}; "
                 f"controller pid {controller.pid} at {self.config.rate:g} Hz; limits {self.config.source}; "
                 f"run folder {self.run_dir}; Ctrl-C stops"
             )
@@ -373,7 +378,7 @@ class Supervisor:
         if now - status["stamp"][0] > HEARTBEAT_TIMEOUT and not done:
             return f"controller heartbeat lost (no status for {HEARTBEAT_TIMEOUT:g} s) at step {step}"
         if now - robot_status["stamp"][0] > HEARTBEAT_TIMEOUT:
-            return f"robot heartbeat lost (no observation for {HEARTBEAT_TIMEOUT:g} s)"
+            return f"robot heartbeat lost (no measured state for {HEARTBEAT_TIMEOUT:g} s)"
         held = int(robot_status["held_by"][0]) & LATCHED
         if held and not done:
             return f"the robot holds on its own ({', '.join(hold_reason_names(held))}) at controller step {step}"
