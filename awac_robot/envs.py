@@ -40,6 +40,8 @@ GOAL_DICT_KEYS = ("observation", "achieved_goal", "desired_goal")
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 #: A gymnasium id without a "module:" prefix (gymnasium imports that module when the env is made).
 SIMULATOR_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+-v\d+")
+#: A word a simulator argument may be (e.g. "dense", "light switch"): no path separators, no "..".
+PLAIN_WORD = re.compile(r"[A-Za-z0-9_ -]{0,64}")
 #: Bounds of a task file's numbers: anything outside is a typo (1e12 steps, a NaN or 1 ns period).
 MIN_PERIOD, MAX_PERIOD = 1e-4, 10.0
 MAX_EPISODE_STEPS = 1_000_000
@@ -157,6 +159,8 @@ def load_task_file(path: str | Path) -> TaskConfig:
             "AdroitHandDoor-v1 (a 'module:' prefix would import code named by the file, and awac_robot/ ids are "
             "the tasks themselves)"
         )
+    for key in ("kwargs", "dense_kwargs"):
+        _check_kwargs(sim.get(key) or {}, where, f"simulator.{key}")
     for field_name, size in (("observation.size", obs.get("size")), ("action.size", act.get("size"))):
         if isinstance(size, int) and not 1 <= size <= MAX_DIM:
             raise TaskError(f"{where}: field '{field_name}' must be in [1, {MAX_DIM}], got {size}")
@@ -187,6 +191,21 @@ def load_task_file(path: str | Path) -> TaskConfig:
             raise
         raise TaskError(f"{where}: {exc}") from None
     return config
+
+
+def _check_kwargs(kwargs: Any, where: str, field_name: str) -> None:
+    """Simulator arguments are settings (numbers, flags, words and lists of them), never a path to a file:
+    a task file that pointed the simulator at a model or asset file would have it read whatever it names."""
+    if not isinstance(kwargs, dict):
+        raise TaskError(f"{where}: field '{field_name}' must be a mapping of simulator arguments")
+    for key, value in kwargs.items():
+        for item in value if isinstance(value, list) else [value]:
+            plain = isinstance(item, (bool, int, float)) or (isinstance(item, str) and PLAIN_WORD.fullmatch(item))
+            if not plain:
+                raise TaskError(
+                    f"{where}: field '{field_name}.{key}' is {value!r}: simulator arguments are numbers, flags, "
+                    "words or lists of them (a task file names no files)"
+                )
 
 
 def builtin_task_files() -> dict[str, Path]:

@@ -30,6 +30,7 @@ REACH = Path(get_task("reach").source).read_text()
         ({"id: FetchReach-v4": "id: this:Foo-v0"}, "field 'simulator.id' is 'this:Foo-v0'"),
         ({"id: FetchReach-v4": "id: awac_robot/door-v0"}, "field 'simulator.id' is 'awac_robot/door-v0'"),
         ({"size: 16": "size: 100000000"}, "field 'observation.size' must be in"),
+        ({"kwargs: {}": "kwargs: {model_path: ../../etc/x}"}, "field 'simulator.kwargs.model_path' is '../../etc/x'"),
     ],
 )
 def test_a_task_file_that_shadows_or_holds_absurd_values_is_refused(
