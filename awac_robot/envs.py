@@ -218,11 +218,11 @@ _registered: dict[str, TaskConfig] = {}
 
 
 def register_task(path: str | Path) -> TaskConfig:
-    """Add a user's own task YAML to the registry under a name no other task has.
+    """Add a user's own task YAML to the registry, under a name no built-in task has.
 
-    A file that took a built-in task's name (or another registered file's) would change what
-    that name means for every stage that looks it up - stores, runs and deployments of it -
-    so it is refused; the built-in file itself, given by its path, is the task it always was.
+    A file that took a built-in task's name would change what that name means for every stage
+    that looks it up - stores, runs and deployments of it - so it is refused; the built-in file
+    itself, given by its path, is the task it always was.
     """
     config = load_task_file(path)
     builtin = builtin_task_files().get(config.name)
@@ -230,12 +230,6 @@ def register_task(path: str | Path) -> TaskConfig:
         raise TaskError(
             f"{path}: field 'name' is '{config.name}', a built-in task (envs/{config.name}.yaml): give your task "
             "a name of its own"
-        )
-    earlier = _registered.get(config.name)
-    if earlier is not None and not _same_file(Path(earlier.source), Path(path)):
-        raise TaskError(
-            f"{path}: field 'name' is '{config.name}', the name of the task registered from {earlier.source}: "
-            "give your task a name of its own"
         )
     _registered[config.name] = config
     return config

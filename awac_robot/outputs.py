@@ -100,4 +100,5 @@ def _check_writable(folder: Path, path: Path, flag: str) -> None:
     if not existing.is_dir():
         raise OutputError(f"{flag} {path}: {existing} is a file, not a folder: choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: cannot write in {existing} (permission denied): choose another path")
+        why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
+        raise OutputError(f"{flag} {path}: cannot write in {existing} ({why}): choose another path")
