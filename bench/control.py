@@ -14,8 +14,9 @@ door task. It prints, with ratios beside the absolute times:
 Targets (issue 5): zero misses at 500 Hz, p99 step latency < 200 us, non-inference < 2x inference.
 
 With `--robot network` the robot process drives the arm server (drivers/network.py) over UDP on
-loopback, through a relay dropping `--loss` of the datagrams each way, for door (controller at
-100 Hz), push (25 Hz) and reach (500 Hz), `--seconds` each. It prints per task whether the loop
+loopback for door (controller at 100 Hz), push (25 Hz) and reach (500 Hz), `--seconds` each:
+directly, and then (with `--loss`) again through a relay (SCHED_FIFO, like the robot process)
+dropping that fraction of the datagrams each way. It prints per run whether the loop
 kept its rate (controller deadline misses, robot-process and arm-server overruns), how often the
 robot and the arm held and why, and, from the arm's own record, whether any command it applied
 was older than its timeout or outside the bounds (target: none; issue 34).
@@ -165,38 +166,45 @@ NETWORK_TASKS = (("door", 100.0), ("push", 25.0), ("reach", 500.0))
 def network_bench(work: Path, seconds: float, loss: float) -> None:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     for task, rate in NETWORK_TASKS:
-        spec = get_spec(task)
-        base = default_config(spec)
-        # the most misses in a row the limits allow, so a stall is counted rather than ending the run
-        config = replace(base, rate=rate, limits=replace(base.limits, max_consecutive_misses=MAX_CONSECUTIVE_MISSES))
-        folder = work / task
-        folder.mkdir()
-        command = [sys.executable, "-m", "awac_robot.control.drivers.network", "--task", task, "--port", "0"]
-        command += ["--log", str(folder / "arm.runlog"), "--seconds", str(seconds + 120)]
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split()[5].rsplit(":", 1)[1])
-        link = LossyLink(("127.0.0.1", port), loss=loss, seed=0, seconds=seconds + 120)
-        robot = DriverDefinition(NETWORK, {"port": link.port, "host": "127.0.0.1"}, "bench")
-        print(
-            f"\n== network driver, {task}: controller {rate:g} Hz, robot and arm {spec.control_rate:g} Hz, "
-            f"{seconds:g} s, loss {loss:.0%} each way =="
-        )
-        with open(folder / "status.txt", "w") as status:
-            policy = mlp_policy(folder / "policy.onnx", task)
-            result = Supervisor(policy, config, seconds, folder / "run", seed=0, out=status, robot=robot).run()
-        link.stop()
-        server.terminate()
-        server.wait(10)
-        report_network_run(folder, result, config, link)
+        for link_loss in (None, loss) if loss else (None,):
+            network_run(work / f"{task}-{'direct' if link_loss is None else 'lossy'}", task, rate, seconds, link_loss)
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+def network_run(folder: Path, task: str, rate: float, seconds: float, loss: float | None) -> None:
+    """One deployment over loopback: straight to the arm server, or (`loss` given) through a lossy relay."""
+    spec = get_spec(task)
+    base = default_config(spec)
+    # the most misses in a row the limits allow, so a stall is counted rather than ending the run
+    config = replace(base, rate=rate, limits=replace(base.limits, max_consecutive_misses=MAX_CONSECUTIVE_MISSES))
+    folder.mkdir()
+    command = [sys.executable, "-m", "awac_robot.control.drivers.network", "--task", task, "--port", "0"]
+    command += ["--log", str(folder / "arm.runlog"), "--seconds", str(seconds + 120)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    port = int(server.stdout.readline().split()[5].rsplit(":", 1)[1])
+    link = None if loss is None else LossyLink(("127.0.0.1", port), loss=loss, seconds=seconds + 120, priority=8)
+    robot = DriverDefinition(NETWORK, {"port": link.port if link else port, "host": "127.0.0.1"}, "bench")
+    way = "directly" if link is None else f"through a relay losing {loss:.0%} each way"
+    print(
+        f"\n== network driver, {task}: controller {rate:g} Hz, robot and arm {spec.control_rate:g} Hz, "
+        f"{seconds:g} s, {way} =="
+    )
+    with open(folder / "status.txt", "w") as status:
+        policy = mlp_policy(folder / "policy.onnx", task)
+        result = Supervisor(policy, config, seconds, folder / "run", seed=0, out=status, robot=robot).run()
+    if link is not None:
+        link.stop()
+    server.terminate()
+    server.wait(10)
+    report_network_run(folder, result, config, link)
 
 
 def ms_p50_max(seconds: np.ndarray) -> str:
     return f"p50 {np.nanpercentile(seconds, 50) * 1e3:.1f} max {np.nanmax(seconds) * 1e3:.1f}"
 
 
-def report_network_run(folder: Path, result: Any, config: Any, link: LossyLink) -> None:
+def report_network_run(folder: Path, result: Any, config: Any, link: LossyLink | None) -> None:
     columns, meta = load_log(folder / "run" / CONTROLLER_LOG)
     summary = summarize(columns, meta["period"])
     rows, _ = load_log(folder / "run" / ROBOT_LOG)
@@ -233,7 +241,8 @@ def report_network_run(folder: Path, result: Any, config: Any, link: LossyLink) 
         f"outside the bounds: {outside} times (target 0 and 0); "
         f"command age ms {ms_p50_max(arm['command_age'][applied])}"
     )
-    print(f"link: {link.delivered} datagrams delivered, {link.dropped} dropped")
+    if link is not None:
+        print(f"link: {link.delivered} datagrams delivered, {link.dropped} dropped")
     sustained = summary["deadline_misses"] == 0 and result.robot["overruns"] == 0 and arm_meta["overruns"] == 0
     print(
         f"sustains the rate: {'yes' if sustained else 'NO'} (controller misses {summary['deadline_misses']}, "

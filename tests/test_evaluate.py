@@ -12,6 +12,7 @@ from test_finetune import TINY as FINETUNE_TINY
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
+from awac_robot.export import card_path
 from awac_robot.train.checkpoint import BEST, CHECKPOINT_DIR, read_checkpoint
 from awac_robot.train.evaluation import eval_seed, wilson_interval
 from awac_robot.train.runlog import RunLog
@@ -65,7 +66,7 @@ def test_the_run_keeps_its_best_checkpoint_and_export_takes_it(
 
     policy = tmp_path / "best.onnx"
     assert main(["export", "--checkpoint", str(run / CHECKPOINT_DIR / BEST), "--out", str(policy)]) == 0
-    card = yaml.safe_load(policy.with_suffix(".yaml").read_text())
+    card = yaml.safe_load(card_path(policy).read_text())
     assert card["step"] == best["updates"] and card["eval"]["success_rate"] == best["eval_success"]
     scored = evaluate_json(capsys, "--policy", str(policy), "--seed", "3", "--episodes", "4")
     assert scored["success_rate"] == best["eval_success"]

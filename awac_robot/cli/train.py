@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run the deterministic policy of a checkpoint (or a run's latest) or of an exported ONNX file on "
             "the trainer's evaluation episodes (the same seeds, so the figures compare), print each episode "
-            "and the success rate with its 95%% Wilson interval."
+            "and the success rate with its 95% Wilson interval."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--seed", type=int, help="evaluation seed set (default: the run's seed; ONNX: 0)")
     parser.add_argument("--video", type=Path, metavar="DIR", help="also write one mp4 per episode into DIR")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--force", action="store_true", help="replace videos of an earlier evaluation in --video DIR")
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -122,7 +123,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from awac_robot.filming import FilmedEpisode
-    from awac_robot.rollout import FunctionActor
+    from awac_robot.outputs import check_output_folder
+    from awac_robot.rollout import FunctionActor, check_seed
     from awac_robot.train.evaluation import deterministic_actor, eval_seed, run_evaluation
     from awac_robot.video import write_video
 
@@ -142,6 +144,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else seed
     if episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {episodes}")
+    check_seed(seed)
+    if args.video is not None:
+        check_output_folder(args.video, "--video", None)
+        earlier = sorted(args.video.glob("episode_*.mp4")) if args.video.is_dir() else []
+        if earlier and not args.force:
+            raise UserError(
+                f"--video {args.video} holds videos of an earlier evaluation ({earlier[0].name}, ...): choose "
+                "another folder, or pass --force to replace them"
+            )
     env = make_env(spec.name, reward="sparse", render_mode="rgb_array" if args.video else None)
     spec.check_matches(env.config.spec, f"policy {source}")
     written: list[Path] = []

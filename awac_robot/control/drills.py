@@ -14,7 +14,8 @@ never from what the controller believed it sent:
     workspace-wall       (tasks with a workspace box) ... full speed at the box faces: the gripper stays in
 
 A hold drill passes when the robot holds from at most `bound` seconds after the fault
-(`command_timeout` + one robot period; for stale observations `stale_after` + one period), keeps
+(`command_timeout` + one robot period; for stale observations `stale_after` + one period, the
+period as the robot recorded it before the hold, from the last measurement), keeps
 holding to the end of its record, and its applied command stays still (motion dims 0) once the
 hold has reached the robot (three robot periods, for a driver whose robot reports with a lag).
 """
@@ -94,7 +95,7 @@ class FrozenStateSettings:
 
 class FrozenStateDriver(RobotDriver):
     """Any driver whose measured state (observation and stamp) stops updating once `freeze_file` exists, as from
-    a stalled sensor or link; what the robot reports applying still comes through."""
+    a stalled sensor; what the robot reports applying, and its episode count, still come through."""
 
     Settings = FrozenStateSettings
 
@@ -110,7 +111,7 @@ class FrozenStateDriver(RobotDriver):
             self.frozen = state
         if self.frozen is None:
             return state
-        return replace(self.frozen, applied=state.applied)
+        return replace(self.frozen, applied=state.applied, episode=state.episode, solved=state.solved)
 
     def apply(self, command: np.ndarray) -> None:
         self.inner.apply(command)
@@ -259,9 +260,8 @@ class DrillKit:
         settings = FrozenStateSettings(self.driver.target, json.dumps(self.driver.settings), str(freeze))
         frozen = DriverDefinition(f"{__name__}:FrozenStateDriver", vars(settings), self.driver.source)
         rows, moment = self._deploy(name, step, lambda _: freeze.touch(), self.config, frozen)
-        bound = self.config.limits.stale_after + self.period
         what = f"state frozen at controller step {step}"
-        return self._judge_hold(name, rows, moment, bound, what, from_last_measurement=True)
+        return self._judge_hold(name, rows, moment, self.config.limits.stale_after, what, from_last_measurement=True)
 
     def estop(self) -> DrillResult:
         name, step = "estop", self._fault_step()
@@ -381,7 +381,9 @@ class DrillKit:
         """Pass if the robot holds from at most `bound` after `moment` to the end of its record, and is still.
 
         With `from_last_measurement` the latency counts from the measurement time of the state the hold was
-        decided on (the last one before the state froze), not from `moment`.
+        decided on (the last one before the state froze), not from `moment`, and the bound is `bound` plus the
+        robot's own period before the hold, as it recorded it: the decisions come one period apart, so the
+        first one after the state went stale is at most that late (a late decision, from scheduling, says so).
         """
         after = np.flatnonzero(rows["t"] > moment)
         if not after.size:
@@ -392,6 +394,8 @@ class DrillKit:
             return DrillResult(name, False, None, bound, f"{what}; the robot never held")
         held = after[first:]
         latency = float(rows["state_age"][held[0]] if from_last_measurement else rows["t"][held[0]] - moment)
+        if from_last_measurement:
+            bound += max(self.period, float(rows["t"][held[0]] - rows["t"][held[0] - 1]))
         still = self._still(rows, held[SETTLE_STEPS:])
         passed = latency <= bound and still == ""
         reasons = ", ".join(hold_reason_names(int(np.bitwise_or.reduce(rows["held_by"][held]))))

@@ -62,7 +62,15 @@ class EvalWorker:
     """The trainer's side: requests go out in order, results come back in the same order."""
 
     def __init__(self, config: TrainConfig, spec: TaskSpec, reward_mode: str) -> None:
-        self.worker = Worker("evaluation", serve, config.to_dict(), spec.to_dict(), reward_mode, queued=True)
+        self.worker = Worker(
+            "evaluation",
+            serve,
+            config.to_dict(),
+            spec.to_dict(),
+            reward_mode,
+            timeout=config.worker_timeout,
+            queued=True,
+        )
         self._queue: deque[EvalRequest | None] = deque()  # None: a curve to draw, acknowledged without a result
         self._redraw: Path | None = None  # a curve asked for while one was being drawn: drawn after it
 

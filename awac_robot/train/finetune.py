@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,9 +39,11 @@ from tqdm import tqdm
 
 from awac_robot.demonstrators.catalog import collect_hint
 from awac_robot.envs import get_spec
+from awac_robot.outputs import RUN, check_output_folder
 from awac_robot.provenance import Batch
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore, Episode, StoreError, online_source
+from awac_robot.store_lock import LOCK_NAME, LockHeld, WriterLock
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import (
@@ -136,6 +139,39 @@ class Trainer:
         self.evaluator: EvalWorker | None = None
         self.explorer: ExplorerWorker | None = None
         self._evals_to_redo: list[EvalRequest] = []
+        check_output_folder(self.run_dir, "--out", RUN)
+        #: held until `train` ends: a second train/finetune on this folder is refused, never interleaved
+        self._lock = self._lock_run_dir()
+        try:
+            self._start(store_path, config, resume, online, tensorboard)
+        except BaseException:
+            self._release_run_dir()
+            raise
+
+    def _lock_run_dir(self) -> WriterLock:
+        self._created_run_dir = not self.run_dir.exists()
+        lock = WriterLock(self.run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except LockHeld as held:
+            raise TrainingError(
+                f"run folder {self.run_dir} is in use by another train or finetune ({held.holder}): "
+                "wait for it to end, or choose another --out"
+            ) from None
+        except OSError as exc:
+            raise TrainingError(f"cannot write the run folder {self.run_dir} ({exc.strerror or exc})") from None
+        return lock
+
+    def _release_run_dir(self) -> None:
+        """Let go of the run folder; one this run created and left empty is removed (a run that never began)."""
+        self._lock.release()
+        if self._created_run_dir and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _start(
+        self, store_path: Path | None, config: TrainConfig | None, resume: bool, online: bool, tensorboard: bool
+    ) -> None:
         state = self._resume_state() if resume else None
         if state is None:
             if list_checkpoints(self.run_dir):
@@ -166,7 +202,6 @@ class Trainer:
             self.noise.record(bool(solved))
         #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
         self.offline_best: dict[str, Any] | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
             self.last_eval: dict[str, Any] = {}
@@ -425,6 +460,7 @@ class Trainer:
                     worker.close(finish=finished)  # a run stopping on an error or Ctrl-C does not wait for them
             self.store.close()
             self.log.close()
+            self._release_run_dir()
         return self.last_eval
 
     def start_workers(self) -> None:

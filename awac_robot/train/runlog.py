@@ -54,12 +54,22 @@ class RunLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        try:
+            lines = self.path.read_text().splitlines()
+        except UnicodeDecodeError:
+            raise RunLogError(
+                f"{self.path} is not a metrics log (not text): a run folder's file was replaced"
+            ) from None
         rows: list[dict[str, Any]] = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:  # the tail of a line cut by a kill
-                continue
+            except json.JSONDecodeError:
+                if number == len(lines):  # the tail of a line cut by a kill
+                    continue
+                raise RunLogError(f"{self.path} line {number} is not JSON: not a metrics log as train writes") from None
+            if not isinstance(row, dict):
+                raise RunLogError(f"{self.path} line {number} is not a JSON object: not a metrics log as train writes")
             if row.get("event") == "resume":
                 redone = set(row.get("redo_evals", ()))
                 rows = [

@@ -297,7 +297,8 @@ class LossyLink:
     driver. Each message is dropped with probability `loss`, otherwise delivered after `delay`
     plus up to `jitter` seconds; with probability `reorder` it is held back until the next one in
     the same direction has gone. The settings may be changed while it runs (e.g. `loss = 1.0`: the
-    link is cut). It stops by itself after `seconds`.
+    link is cut). It stops by itself after `seconds`. Its thread asks for SCHED_FIFO `priority` (0:
+    normal scheduling): on a busy machine a relay at normal priority is itself a late link.
     """
 
     def __init__(
@@ -309,6 +310,7 @@ class LossyLink:
         reorder: float = 0.0,
         seed: int = 0,
         seconds: float = 120.0,
+        priority: int = 0,
     ) -> None:
         self.target, self.loss, self.delay, self.jitter, self.reorder = target, loss, delay, jitter, reorder
         self.rng = np.random.default_rng(seed)
@@ -324,6 +326,7 @@ class LossyLink:
         self._order = 0
         self._stop = threading.Event()
         self._end = time.monotonic() + seconds
+        self.priority = priority
         self._thread = threading.Thread(target=self._run, name="lossy-link", daemon=True)
         self._thread.start()
 
@@ -334,6 +337,7 @@ class LossyLink:
         self.far.close()
 
     def _run(self) -> None:
+        set_realtime(self.priority)  # this thread only
         while not self._stop.is_set() and time.monotonic() < self._end:
             wait = max(0.0, min([self._queue[0][0] - time.perf_counter()] if self._queue else [0.005]))
             ready, _, _ = select.select([self.near, self.far], [], [], min(wait, 0.005))
