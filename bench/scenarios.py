@@ -68,8 +68,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "relocate-scripted",
             "relocate",
-            StoreRecipe("scripted", episodes=50, perturb=0.6),
-            "the scripted relocate demonstrator, 60% of episodes hit by bursts of random actions",
+            StoreRecipe("scripted", episodes=50, perturb=0.7),
+            "the scripted relocate demonstrator, 70% of episodes hit by bursts of random actions",
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from reference_data import ADROIT, absent
 
 from awac_robot.cli import main
+from awac_robot.demonstrators import catalog
 from awac_robot.demonstrators.catalog import collect_hint, task_demonstrators
 from awac_robot.demonstrators.scripted import scripted_tasks
 from awac_robot.envs import builtin_task_files, task_names
@@ -107,3 +109,19 @@ def test_tasks_lists_each_tasks_demonstrators_and_commands(capsys: pytest.Captur
 def test_demo_refuses_a_task_without_a_scripted_expert(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["demo", "--task", "pen", "--out", str(tmp_path / "demo")]) == 2
     assert "has none" in capsys.readouterr().err and not (tmp_path / "demo").exists()
+
+
+def test_tasks_shows_what_the_bench_measured_beside_each_demonstrator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The figures come from the file bench/demonstrators.py writes; a task it has not measured says so."""
+    figures = tmp_path / "teaching.json"
+    row = {"demonstrator": "scripted", "stores": [{"episodes": 50, "demonstrator_success": 0.98, "bc_success": 0.61}]}
+    row["stores"].append({"episodes": 200, "demonstrator_success": 0.98, "bc_success": 0.85})
+    figures.write_text(json.dumps({"push": row}))
+    monkeypatch.setattr(catalog, "TEACHING", figures)
+    assert main(["tasks"]) == 0
+    measured = capsys.readouterr().out.split("\nmeasured")[1].split("\n\n")[0].splitlines()
+    lines = {line.split()[0]: line for line in measured[2:]}
+    assert lines["push"].split(None, 1)[1] == "scripted 98%, BC 61% on 50, 85% on 200 episodes"
+    assert lines["reach"].endswith("not measured") and set(lines) == set(task_names())

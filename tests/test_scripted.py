@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from awac_robot.collect import run_episode
+from awac_robot.collect import CollectConfig, collect, run_episode
 from awac_robot.demonstrators.scripted import make_scripted, scripted_tasks
+from awac_robot.demonstrators.scripted_hammer import euler_matrix
 from awac_robot.envs import TaskEnv, TaskError, make_env
+from awac_robot.store import DemoStore
 
 TASKS = scripted_tasks()
 
@@ -58,6 +61,43 @@ def test_noise_lowers_success_but_leaves_some() -> None:
     noisy = [run_episode(env, demo, seed, noise=0.5).success[-1] for seed in range(10)]
     assert sum(noisy) < sum(clean)
     assert sum(noisy) >= 1
+
+
+#: experts that still act on state the observation does not hold (issue 32); each leaves this list when rewritten
+NOT_YET_POLICIES_OF_THE_OBSERVATION = {"door", "slide"}
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        pytest.param(
+            task,
+            marks=pytest.mark.xfail(
+                task in NOT_YET_POLICIES_OF_THE_OBSERVATION, reason="acts on more than the observation", strict=True
+            ),
+        )
+        for task in TASKS
+    ],
+)
+def test_expert_is_a_policy_of_the_observation(task: str, tmp_path: Path) -> None:
+    """Fed a stored clean episode's observations in shuffled order, each to a fresh expert, it gives the stored actions.
+
+    Each fresh expert is reset on an env of another seed, so whatever it reads beyond the
+    observation (simulator state, memory of earlier steps, a queue of planned actions) is wrong.
+    """
+    store = tmp_path / "clean.zarr"
+    collect(CollectConfig(task, episodes=1, store=store, seed=3, progress=False))
+    (episode,) = DemoStore.open(store).episodes()
+    elsewhere = make_env(task)
+    other_obs, _ = elsewhere.reset(seed=1003)
+    order = np.random.default_rng(0).permutation(episode.length)
+    wrong = []
+    for step in order:
+        expert = make_scripted(task)
+        expert.reset(elsewhere, other_obs)
+        if not np.allclose(expert.act(episode.obs[step]), episode.action[step], atol=1e-5):
+            wrong.append(int(step))
+    assert not wrong, f"{len(wrong)} of {episode.length} steps differ, e.g. steps {sorted(wrong)[:5]}"
 
 
 def test_unknown_scripted_task_is_one_clear_line() -> None:
@@ -115,18 +155,32 @@ def test_slide_rehearsal_predicts_the_real_strike_and_leaves_the_real_state_alon
     assert np.abs(obs[puck : puck + 2] - predicted).max() < 2e-3
 
 
-def test_hammer_aims_on_a_scratch_copy_and_leaves_the_real_state_alone() -> None:
-    """Once the hammer is held, the expert solves the arm pose on copied kinematics: the real state is untouched."""
+def test_hammer_aims_the_face_where_it_means_to_strike_from() -> None:
+    """Once the hammer is held, the arm pose solved on scratch kinematics puts the face in front of the nail head."""
     env, expert, obs = _reset_expert("hammer", seed=3)
-    sim = env.unwrapped
+    plan, n = expert.plan, expert._joints
     for _ in range(env.config.episode_steps):
-        if expert._grip >= 1.0:  # the next act() is the first with the hammer held: it plans from many starts
-            break
         obs, *_ = env.step(expert.act(obs))
-    state = (sim.data.qpos.copy(), sim.data.qvel.copy(), sim.data.xpos.copy())
-    expert.act(obs)
-    assert all(np.array_equal(a, b) for a, b in zip(state, (sim.data.qpos, sim.data.qvel, sim.data.xpos), strict=True))
-    # the planned strike position puts the face where it was aimed, in front of the nail head
-    plan = expert.plan
-    aim = sim.data.site("S_target").xpos + plan.standoff * expert._axis + expert._side
-    assert np.linalg.norm(expert._reach.face(expert._ready) - aim) < 1e-3
+        expert.hand.see(obs[:n])
+        if np.mean(expert.hand.joints()[expert._gripping] / expert._grip[expert._gripping]) >= plan.held:
+            break
+    else:
+        pytest.fail("the hammer was never held")
+    hammer, euler, head = obs[n + 9 : n + 12], obs[n + 12 : n + 15], obs[n + 15 : n + 18]
+    expert._reach.hold(hammer, euler)
+    aim = head + plan.standoff * expert._axis + expert._side
+    arm = expert._reach.solve(aim, expert.hand.joints()[expert._reach.arm])
+    assert np.linalg.norm(expert._reach.face(arm) - aim) < 1e-3
+
+
+def test_hammer_orientation_read_from_the_observation_is_the_simulators() -> None:
+    """The observed Euler angles, turned back into a rotation, match the hammer body's rotation in the simulator."""
+    env, expert, obs = _reset_expert("hammer", seed=5)
+    rng = np.random.default_rng(0)
+    sim = env.unwrapped
+    n = expert._joints
+    for _ in range(40):  # random actions knock the hammer about
+        obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.config.act_dim).astype(np.float32))
+    rotation = sim.data.body("Object").xmat.reshape(3, 3)
+    assert np.abs(euler_matrix(obs[n + 12 : n + 15].astype(np.float64)) - rotation).max() < 1e-5
+    assert np.abs(rotation - np.eye(3)).max() > 0.01, "the hammer turned, so the check is not of the identity"

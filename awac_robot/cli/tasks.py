@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from awac_robot.cli.collect import default_store
-from awac_robot.demonstrators.catalog import LEGEND, task_demonstrators
+from awac_robot.demonstrators.catalog import LEGEND, measured_teaching, task_demonstrators
 from awac_robot.envs import get_task, register_task, task_names
 
 
@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     print("\ndemonstrators:")
     for short, how in LEGEND:
         print(f"  {short:<12} {how}")
+    print("\nmeasured (bench/demonstrators.py, docs/demonstrators.md): the default demonstrator's success over 50")
+    print("seeded episodes, and BC's (train --algo bc) over 100 evaluation episodes after learning from them:")
+    for name in names:
+        print(f"  {name:<12} {measured_teaching(name) or 'not measured'}")
     print("\na store of successful demonstrations, per task:")
     for name in names:
         print(f"  {name:<12} {' && '.join(task_demonstrators(name).commands(default_store(name)))}")

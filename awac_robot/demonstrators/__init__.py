@@ -1,8 +1,8 @@
 """Demonstrators: anything that picks actions for `collect` to record.
 
-A demonstrator sees the task env at reset (scripted ones read simulator state through
-`env.unwrapped`, which a policy must never do) and then maps each flat observation to an
-action in [-1, 1]. Exploration noise is not the demonstrator's business: the shared rollout adds it,
+A demonstrator sees the task env at reset (scripted ones take the model's constants through
+`env.unwrapped`; see `scripted.py` for what they may read) and then maps each flat observation
+to an action in [-1, 1]. Exploration noise is not the demonstrator's business: the shared rollout adds it,
 so every source of data is perturbed the same documented way.
 """
 

@@ -8,6 +8,7 @@ gripper task also by keyboard; any task from an ONNX policy of your own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from awac_robot.envs import get_task
 
 #: episodes the hints suggest collecting: enough for offline pretraining to learn from
 HINT_EPISODES = 100
+
+#: what `bench/demonstrators.py` measured per task: the default demonstrator's success over 50 seeded
+#: episodes and what BC learned from them (docs/demonstrators.md); written by that script only
+TEACHING = Path(__file__).with_name("teaching.json")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,17 @@ def task_demonstrators(task: str) -> TaskDemonstrators:
     config = get_task(task)
     scripted = config.name in scripted_tasks()
     return TaskDemonstrators(config.name, scripted, drives(config), PUBLISHED_EXPERTS.get(config.name))
+
+
+def measured_teaching(task: str) -> str | None:
+    """`demo 100%, BC 94% on 50 episodes`: the bench's last figures for `task`'s default demonstrator, if measured."""
+    if not TEACHING.exists():
+        return None
+    row = json.loads(TEACHING.read_text()).get(task)
+    if row is None:
+        return None
+    parts = [f"{store['bc_success']:.0%} on {store['episodes']}" for store in row["stores"]]
+    return f"{row['demonstrator']} {row['stores'][0]['demonstrator_success']:.0%}, BC {', '.join(parts)} episodes"
 
 
 def collect_hint(task: str, store: Path) -> str:

@@ -1,9 +1,9 @@
 """Scripted experts for the Fetch tabletop tasks, read from the flat observation alone.
 
-Every controller is a function of the current state (plus a one-bit grasp latch), never
-of the step count: when `collect` perturbs an action the next observation shows the
-damage and the expert re-plans from there, which is what makes noisy demos mixed quality
-rather than garbage.
+Every controller is a function of the current observation alone (no latch, no step count):
+when `collect` perturbs an action the next observation shows the damage and the expert
+re-plans from there, which is what makes noisy demos mixed quality rather than garbage, and
+what lets a policy that sees only the observation learn from them.
 
 A Fetch action moves the mocap target by `action[:3] * 0.05` m; `action[3]` is +1 open,
 -1 close. Positions here are in metres.
@@ -36,8 +36,6 @@ class FetchGains:
     z_tol: float = 0.008
     #: finger joint opening (each side) under which the fingers count as closed on the block
     closed_finger: float = 0.03
-    #: total finger opening (both sides) wide enough to take the 5 cm block
-    open_fingers: float = 0.07
     #: how far behind the block's centre the gripper sits while pushing
     push_offset: float = 0.05
 
@@ -142,18 +140,11 @@ class PushExpert(_FetchExpert):
 class PickPlaceExpert(_FetchExpert):
     """Hover over the block, descend open, close, then carry it to the goal (in the air if need be).
 
-    `_grasping` latches once the fingers start to close at the block, so the expert keeps
-    squeezing while the fingers travel; it unlatches as soon as the block is no longer
-    between them (dropped or knocked by noise), and the approach starts over.
+    Whether it is grasping is read from the observation each step, not latched: a block between
+    the fingers (within 2 cm of the grip) is squeezed, the gripper held still while the fingers
+    close and carried once they have; a block anywhere else is approached afresh with the
+    gripper open.
     """
-
-    def __init__(self, gains: FetchGains | None = None) -> None:
-        super().__init__(gains)
-        self._grasping = False
-
-    def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
-        super().reset(env, obs)
-        self._grasping = False
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         g = self.gains
@@ -162,23 +153,15 @@ class PickPlaceExpert(_FetchExpert):
         goal = self.layout.vec(obs, "desired_goal")
         fingers = self.layout.scalar(obs, "gripper_finger_r") + self.layout.scalar(obs, "gripper_finger_l")
         offset = block - grip
-        between_fingers = float(np.linalg.norm(offset[:2])) < 0.02 and abs(offset[2]) < 0.02
-        if not between_fingers:
-            self._grasping = False
-        if self._grasping:
-            if fingers > 2 * g.closed_finger:
-                return _move(grip, grip, CLOSE, g)  # still closing: hold still
-            return _move(grip, goal + (grip - block), CLOSE, g)
         xy_gap = float(np.linalg.norm(offset[:2]))
+        between_fingers = xy_gap < 0.02 and abs(offset[2]) < 0.02
+        if between_fingers:
+            if fingers > 2 * g.closed_finger:
+                return _move(grip, grip, CLOSE, g)  # closing: hold still
+            return _move(grip, goal + (grip - block), CLOSE, g)
         if xy_gap > g.xy_tol:
             # line up over the block, never descending while still far from it
             target = block.copy()
             target[2] = max(block[2] + g.hover * 0.5, grip[2]) if xy_gap > 0.03 else grip[2]
             return _move(grip, target, OPEN, g)
-        if offset[2] < -g.z_tol:
-            return _move(grip, block, OPEN, g)
-        if fingers < g.open_fingers:
-            # not open wide enough to take the block: open first, lifting clear
-            return _move(grip, block + np.array([0.0, 0.0, 0.03]), OPEN, g)
-        self._grasping = True
-        return _move(grip, grip, CLOSE, g)
+        return _move(grip, block, OPEN, g)

@@ -15,30 +15,32 @@ Two things had to be found by experiment (docs/demonstrators.md):
   fast or curls the thumb little squeezes the thick handle out towards the wrist. What
   holds: the palm right on the handle, the wrist bent fully sideways (`grasp_wrist`) so the
   hammer sits turned a little in the palm, fingers curled at the middle joints, the thumb
-  fully opposed, closed over `close_steps` control steps.
+  fully opposed, closed slowly (the finger targets lead the observed fingers by `close_lead`).
 - The reach. Rigidly held, the face reaches the full nail depth for every board height only
   when aimed 1.5 cm off the nail head's centre towards the hand (`side`); aimed at the
   centre, most strikes stop a few millimetres short.
 
-So once the hammer is held, the expert reads where it sits in the palm, and solves for the
-four arm joints that put the face at a point in front of the nail head (`standoff`) and at a
-point past the board (`through`, out of reach: the arm pushes as far as it can) on a scratch
-copy of the simulator's kinematics (`_Reach`; the real state is never touched): a multi-start
-solve when the hammer is first held, then a warm-started one every step with the hammer's
-current pose in the palm, so a hammer that slips is re-aimed. It moves to the first, waits
-there until the arm is still, then swings to the second; a swing that stalls short of the
-goal backs off and strikes again (success rates: docs/demonstrators.md).
+So once the hammer is held, the expert reads where it sits in the palm (from the observed
+hammer pose and the palm posed at the observed joints), and solves for the four arm joints
+that put the face at a point in front of the nail head (`standoff`) and at a point past the
+board (`through`, out of reach: the arm pushes as far as it can) on a scratch copy of the
+model's kinematics (`_Reach`), every step, from the observed arm angles and a few fixed
+starts, so a hammer that slips is re-aimed. It moves to the first, strikes once the hammer
+(whose velocity the observation holds) is still there, keeps swinging while the hammer moves
+towards the board near the nail's axis, and backs off to strike again if it stalls short
+(success rates: docs/demonstrators.md).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import mujoco
 import numpy as np
 
 from awac_robot.demonstrators.scripted_adroit import AdroitExpert, Hand
+from awac_robot.demonstrators.simulators import MujocoSim
 from awac_robot.envs import TaskEnv
 from awac_robot.success_rules import SUCCESS_FROM_OBS
 
@@ -64,7 +66,7 @@ ARM_JOINTS = ("ARRx", "ARRy", "WRJ1", "WRJ0")
 class HammerPlan:
     """Where the hammer expert grips and aims, and how fast it moves.
 
-    Tuned on seeds 0-49; run `bench/scripted_success.py --tasks hammer` before and after changing any.
+    Tuned on seeds 0-49; run `bench/demonstrators.py --success-only --tasks hammer` before and after changing any.
     """
 
     #: height (m) above the handle at which the open hand travels before descending on it
@@ -72,9 +74,13 @@ class HammerPlan:
     #: sideways (x) and height distances (m) under which the palm counts as over / at the handle
     x_tolerance: float = 0.01
     z_tolerance: float = 0.01
-    #: control steps over which the fingers close on the handle (closing faster drops the hammer)
-    close_steps: int = 25
-    #: palm-to-hammer distance (m) over which a held hammer counts as dropped
+    #: how far (as a share of the grip) the finger targets lead the observed fingers while closing (closing
+    #: faster drops the hammer), the observed closure from which a hand at the handle counts as closing, and
+    #: the one from which the hammer counts as held (the handle stops the fingers near 0.68)
+    close_lead: float = 0.25
+    closing: float = 0.05
+    held: float = 0.6
+    #: palm-to-hammer distance (m) over which the hammer counts as dropped
     dropped: float = 0.08
     #: wrist sideways bend (WRJ1, rad) while grasping: its upper limit, so the hammer sits turned in the palm
     grasp_wrist: float = 0.175
@@ -88,40 +94,54 @@ class HammerPlan:
     side: float = 0.015
     #: how far (rad) the arm joint targets may lead the joints while moving to the strike position, and
     #: while striking: the arm servos follow their targets with a lag, so this sets the arm's speed
-    ready_step: float = 0.1
+    ready_step: float = 0.15
     swing_step: float = 0.5
-    #: arm joint speed (rad/s) under which the arm counts as still (ready to strike, or stalled); high
-    #: enough that the jitter `collect --noise` adds does not keep a noisy arm from ever striking
-    still: float = 0.3
-    #: face-to-standoff distance (m) under which a still arm strikes
+    #: hammer speed (m/s, observed) under which the held hammer counts as still: ready to strike, or stalled
+    still: float = 0.1
+    #: face-to-standoff distance (m) under which a still hammer strikes
     ready_tolerance: float = 0.04
-    #: how far (m) the face must have moved past the standoff point along the axis before a stall ends a swing
+    #: a face moving towards the board faster than this (m/s) within `corridor` (m) of the nail's axis is
+    #: a strike under way; one still and this far (m) past the standoff point has stalled and backs off
+    swinging: float = 0.05
+    corridor: float = 0.05
     swung: float = 0.02
+
+
+def euler_matrix(euler: np.ndarray) -> np.ndarray:
+    """The rotation of the Euler angles an Adroit observation gives (gymnasium-robotics' `quat2euler`): Rx Ry Rz."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(euler), np.sin(euler)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
+    return rx @ ry @ rz
 
 
 class _Reach:
     """Arm joints that put the hammer's face at a point, solved on a scratch copy of the kinematics.
 
-    The hammer is treated as fixed in the palm at the pose it has now; the real simulator
-    state is only read. Damped least squares on a finite-difference Jacobian, clipped to the
-    joint ranges; `solve` from many starts finds the reachable branch, `refine` follows it.
+    The hammer is treated as fixed in the palm at the pose the observation shows. Damped least
+    squares on a finite-difference Jacobian, clipped to the joint ranges, from the observed arm
+    angles and a few fixed starts (the reachable branch differs with the board's height); the
+    best of them is refined.
     """
+
+    #: arm joint starts (ARRx, ARRy, WRJ1, WRJ0) besides the observed ones: the branches the solves land on
+    STARTS = ((0.15, -0.25, 0.0, -0.6), (-0.2, -0.2, -0.2, 0.4), (0.05, -0.26, -0.5, -0.5))
 
     def __init__(self, hand: Hand) -> None:
         self.hand = hand
         self.model, self.data = hand.model, hand.data
-        self.scratch = mujoco.MjData(self.model)
         self.arm = np.array([hand.index[name] for name in ARM_JOINTS])
         self.low, self.high = self.model.jnt_range[hand.act_joint[self.arm]].T
         self.palm = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "palm")
-        self.hammer = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "Object")
+        self.scratch = mujoco.MjData(self.model)
         self._face_in_palm = np.zeros(3)
 
-    def hold(self) -> None:
-        """Take the hammer's current pose in the palm as the one to aim with."""
+    def hold(self, hammer_pos: np.ndarray, hammer_euler: np.ndarray) -> None:
+        """Take the observed hammer pose, relative to the palm the hand is posed at, as the one to aim with."""
         d = self.data
         palm_rot = d.xmat[self.palm].reshape(3, 3)
-        face = d.xpos[self.hammer] + d.xmat[self.hammer].reshape(3, 3) @ FACE
+        face = hammer_pos + euler_matrix(hammer_euler) @ FACE
         self._face_in_palm = palm_rot.T @ (face - d.xpos[self.palm])
 
     def face(self, arm: np.ndarray) -> np.ndarray:
@@ -131,7 +151,7 @@ class _Reach:
         mujoco.mj_kinematics(self.model, s)
         return s.xpos[self.palm] + s.xmat[self.palm].reshape(3, 3) @ self._face_in_palm
 
-    def refine(self, aim: np.ndarray, arm: np.ndarray, iterations: int = 5) -> np.ndarray:
+    def refine(self, aim: np.ndarray, arm: np.ndarray, iterations: int) -> np.ndarray:
         arm = arm.copy()
         jac = np.zeros((3, len(arm)))
         for _ in range(iterations):
@@ -144,19 +164,21 @@ class _Reach:
             arm = np.clip(arm + step, self.low, self.high)
         return arm
 
-    def solve(self, aim: np.ndarray) -> np.ndarray:
-        starts = itertools.product((-0.3, -0.05, 0.2), (-0.25, 0.0, 0.25), (-0.5, -0.2), (-0.5, 0.0, 0.4))
-        candidates = [self.refine(aim, np.array(start), iterations=15) for start in starts]
+    def solve(self, aim: np.ndarray, now: np.ndarray) -> np.ndarray:
+        candidates = [self.refine(aim, np.array(start), iterations=8) for start in (tuple(now), *self.STARTS)]
         best = min(candidates, key=lambda arm: float(np.linalg.norm(aim - self.face(arm))))
-        return self.refine(aim, best, iterations=30)
+        return self.refine(aim, best, iterations=8)
 
 
 class HammerExpert(AdroitExpert):
     """Grasp the handle, turn and raise the hammer in front of the nail, strike until the nail is in.
 
-    Memory: how far the fingers have closed (`_grip`, rises while the palm is on the handle,
-    back to 0 when the hammer is dropped), whether a strike is under way (`_swinging`), and
-    the last joint solutions (warm starts). Everything else is read from the state each step.
+    A policy of the observation: the hand is posed from the observed joints on a scratch copy
+    of the model, the hammer's pose, its velocity, the nail head and the nail's depth are
+    observed, and the phase is read from them each step: how far the observed fingers have
+    closed (grasping, or held), and, once held, where the face is and how the hammer moves
+    (still at the standoff point: strike; moving towards the board near the nail's axis: a
+    strike under way; still past the standoff point with the nail not in: stalled, back off).
     """
 
     arm_joints = ("ARRx", "ARRy")
@@ -166,64 +188,81 @@ class HammerExpert(AdroitExpert):
         self.plan = plan or HammerPlan()
 
     def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
-        super().reset(env, obs)
+        model = cast(MujocoSim, env.unwrapped).model
+        hand = self._hand = Hand(env, self.arm_joints, mujoco.MjData(model))
         self._spec = env.config.spec
-        hand = self.hand
         self._reach = _Reach(hand)
-        self._nail_depth = hand.model.jnt_qposadr[hand.joint_id("nail_dir")]
-        # the nail slides along its body's -z; its +z points out of the board towards the hand
-        axis = hand.data.xmat[mujoco.mj_name2id(hand.model, mujoco.mjtObj.mjOBJ_BODY, "nail")].reshape(3, 3)[:, 2]
+        self._joints = (
+            model.nq - 6
+        )  # the observation starts with every joint but the hammer's six: the hand's, the nail's
+        # the nail slides along its body's -z; its +z points out of the board towards the hand (the board only moves up
+        # and down between episodes, so the axis is the model's)
+        mujoco.mj_kinematics(model, hand.data)
+        axis = hand.data.xmat[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "nail")].reshape(3, 3)[:, 2]
         self._axis = axis.copy()
         self._side = self.plan.side * np.cross([0.0, 0.0, 1.0], self._axis)
-        self._grip = 0.0
-        self._swinging = False
-        self._ready: np.ndarray | None = None
-        self._hit: np.ndarray | None = None
+        grip = np.zeros(model.nu)
+        for name, angle in HAMMER_GRIP.items():
+            grip[hand.index[name]] = angle
+        self._gripping = grip != 0.0
+        self._grip = grip
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        hand, plan = self.hand, self.plan
-        palm, hammer = hand.palm(), hand.body_pos("Object")
-        if np.linalg.norm(hammer - palm) > plan.dropped:
-            self._grip, self._swinging, self._ready = 0.0, False, None
+        hand, plan, n = self.hand, self.plan, self._joints
+        hand.see(obs[:n])
+        hammer_velocity = obs[n : n + 3]
+        palm, hammer, euler, head = obs[n + 6 : n + 9], obs[n + 9 : n + 12], obs[n + 12 : n + 15], obs[n + 15 : n + 18]
+        closed = float(np.mean(hand.joints()[self._gripping] / self._grip[self._gripping]))
+        in_hand = np.linalg.norm(hammer - palm) <= plan.dropped
         targets = hand.joints()
-        if self._grip < 1.0:
-            self._grasp(targets, palm, hammer)
+        if in_hand and closed >= plan.held:
+            curl = 1.0
+            driven = bool(SUCCESS_FROM_OBS["hammer"](obs[None, :], self._spec)[0])
+            self._strike(targets, hammer, euler, hammer_velocity, head, obs[n - 1], driven)
         else:
-            self._strike(targets, driven=bool(SUCCESS_FROM_OBS["hammer"](obs[None, :], self._spec)[0]))
-        targets[hand.fingers] = hand.curl(self._grip, HAMMER_GRIP)
+            curl = self._grasp(targets, palm, hammer, closed if in_hand else 0.0)
+        targets[hand.fingers] = hand.curl(curl, HAMMER_GRIP)
         return hand.command(targets)
 
-    def _grasp(self, targets: np.ndarray, palm: np.ndarray, handle: np.ndarray) -> None:
-        """Hover over the handle, descend on it, close the fingers slowly (the wrist held bent, unflexed)."""
+    def _grasp(self, targets: np.ndarray, palm: np.ndarray, handle: np.ndarray, closed: float) -> float:
+        """Hover over the handle, descend on it, close the fingers slowly (the wrist held bent, unflexed); the curl."""
         hand, plan = self.hand, self.plan
         over = abs(palm[0] - handle[0]) < plan.x_tolerance and palm[2] < handle[2] + plan.hover + plan.z_tolerance
-        goal = handle if over or self._grip > 0 else handle + np.array([0.0, 0.0, plan.hover])
-        if self._grip > 0 or (over and abs(palm[2] - handle[2]) < plan.z_tolerance):
-            self._grip = min(1.0, self._grip + 1.0 / plan.close_steps)
+        at_handle = over and abs(palm[2] - handle[2]) < plan.z_tolerance
+        closing = closed >= plan.closing or at_handle
+        goal = handle if over or closing else handle + np.array([0.0, 0.0, plan.hover])
         hand.steer(targets, np.clip(plan.steer_gain * (goal - palm), -plan.max_step, plan.max_step))
         targets[hand.index["WRJ1"]] = plan.grasp_wrist
         targets[hand.index["WRJ0"]] = 0.0
+        return min(1.0, closed + plan.close_lead) if closing else 0.0
 
-    def _strike(self, targets: np.ndarray, driven: bool) -> None:
-        """Aim the face in front of the nail, wait for the arm to settle, swing through; again if it stalls short."""
-        hand, plan, reach = self.hand, self.plan, self._reach
-        reach.hold()
-        head = hand.site("S_target")
+    def _strike(
+        self,
+        targets: np.ndarray,
+        hammer: np.ndarray,
+        euler: np.ndarray,
+        velocity: np.ndarray,
+        head: np.ndarray,
+        depth: float,
+        driven: bool,
+    ) -> None:
+        """Aim the face in front of the nail, wait for the hammer to be still, swing through; back off if it stalls."""
+        plan, reach = self.plan, self._reach
+        reach.hold(hammer, euler)
         ready_aim = head + plan.standoff * self._axis + self._side
         # past the board, measured from where the head started: out of reach, so the arm keeps pushing
-        hit_aim = head + (hand.data.qpos[self._nail_depth] - plan.through) * self._axis + self._side
-        if self._ready is None or self._hit is None:
-            self._ready, self._hit = reach.solve(ready_aim), reach.solve(hit_aim)
-        else:
-            self._ready, self._hit = reach.refine(ready_aim, self._ready), reach.refine(hit_aim, self._hit)
-        arm = reach.arm
-        now = targets[arm]
-        still = float(np.abs(hand.data.qvel[hand.act_dof[arm]]).max()) < plan.still
+        hit_aim = head + (depth - plan.through) * self._axis + self._side
+        now = targets[reach.arm]
         face = reach.face(now)
+        still = float(np.linalg.norm(velocity)) < plan.still
         past_standoff = float((ready_aim - face) @ self._axis)
-        if self._swinging and still and not driven and past_standoff > plan.swung:
-            self._swinging = False  # stalled short of the goal: back off and strike again
-        elif not self._swinging and still and np.linalg.norm(face - ready_aim) < plan.ready_tolerance:
-            self._swinging = True
-        goal, step = (self._hit, plan.swing_step) if self._swinging else (self._ready, plan.ready_step)
-        targets[arm] = now + np.clip(goal - now, -step, step)
+        off_axis = face - ready_aim - ((face - ready_aim) @ self._axis) * self._axis
+        if still:
+            swing = (
+                not driven and np.linalg.norm(face - ready_aim) < plan.ready_tolerance and past_standoff < plan.swung
+            )
+        else:
+            swing = float(-velocity @ self._axis) > plan.swinging and float(np.linalg.norm(off_axis)) < plan.corridor
+        aim, step = (hit_aim, plan.swing_step) if swing else (ready_aim, plan.ready_step)
+        goal = reach.solve(aim, now)
+        targets[reach.arm] = now + np.clip(goal - now, -step, step)

@@ -11,10 +11,11 @@ shoulder at one).
 
 The expert grips the microwave handle from the front and pulls it round the hinge, then
 grips the kettle's handle from the front, lifts it and carries it towards the back burner.
-Each subtask counts once it is within 0.3 of its goal at any step, so the door may swing
-back after the hand lets go. The phase is latched, but a grip that slips (the handle
-drifts away from the hand) sends the expert back to re-approach, so noisy actions cost time
-rather than the episode.
+Each subtask counts once it is within 0.3 of its goal at any step. Everything is read from
+the observation: the arm's pose from its observed joints (the env adds 1 mrad of noise to
+them) on a scratch copy of the model, the door's angle and the kettle's pose, and the phase
+from them each step, so a grip that slips (the handle drifts away from the hand) sends the
+expert back to re-approach and noisy actions cost time rather than the episode.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from awac_robot.demonstrators.simulators import KitchenSim
 from awac_robot.envs import TaskEnv
 
 OPEN, CLOSE = 1.0, -1.0
+#: the observation starts with the arm's 9 joint angles (7 + 2 fingers), then their 9 speeds, then every object joint
+ROBOT_JOINTS = 9
 #: kettle position the env scores against (FrankaKitchen-v1 `OBS_ELEMENT_GOALS["kettle"][:3]`)
 KETTLE_GOAL = np.array([-0.23, 0.75, 1.62])
 UP = np.array([0.0, 0.0, 1.0])
@@ -53,7 +56,7 @@ class _Arm:
     def __init__(self, env: TaskEnv) -> None:
         robot = cast(KitchenSim, env.unwrapped).robot_env
         self.model: mujoco.MjModel = robot.model
-        self.data: mujoco.MjData = robot.data
+        self.data: mujoco.MjData = mujoco.MjData(self.model)  # posed by `see`; the live state is never read
         self.dt = float(robot.dt)
         self.velocity_scale = float(robot.act_rng[0])  # rad/s of an action of 1
         self.hand = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "end_effector")
@@ -63,6 +66,15 @@ class _Arm:
         self.low, self.high = self.model.jnt_range[:7].T
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
+
+    def see(self, obs: np.ndarray) -> None:
+        """Pose the scratch model as the observation shows it: the arm's joints and speeds, the objects' joints."""
+        d = self.data
+        d.qpos[:ROBOT_JOINTS] = obs[:ROBOT_JOINTS]
+        d.qvel[:ROBOT_JOINTS] = obs[ROBOT_JOINTS : 2 * ROBOT_JOINTS]
+        d.qpos[ROBOT_JOINTS:] = obs[2 * ROBOT_JOINTS : 2 * ROBOT_JOINTS + self.model.nq - ROBOT_JOINTS]
+        d.qvel[ROBOT_JOINTS:] = 0.0
+        mujoco.mj_forward(self.model, d)
 
     def position(self) -> np.ndarray:
         return self.data.site_xpos[self.hand].copy()
@@ -102,7 +114,7 @@ class _Arm:
 
 @dataclass(frozen=True)
 class KitchenPlan:
-    """Where the kitchen expert grips and how far it pulls and carries. Tuned on seeds 0-9."""
+    """Where the kitchen expert grips and how far it pulls and carries. Tuned on seeds 0-49."""
 
     #: largest hand step (m) per control step, and how hard orientation errors are corrected
     max_step: float = 0.04
@@ -110,37 +122,51 @@ class KitchenPlan:
     damping: float = 0.05
     #: how far in front of a handle (m) the open hand lines up before moving in
     stand_off: float = 0.12
-    #: hand-to-target distances (m) that count as lined up in front of, and at, a handle
+    #: how far (m) off the line into a handle the hand may be at the line's start and still move in along it,
+    #: and how much wider (m per m moved in) that corridor gets towards the handle
     lined_up: float = 0.01
+    funnel: float = 0.25
+    #: hand-to-handle distance (m) at which the open hand closes on a handle
     at_handle: float = 0.007
-    #: hand-to-handle distance (m) beyond which a grip counts as slipped
+    #: hand-to-handle distance (m) within which a hand that has started to close keeps closing (beyond: slipped)
     slipped: float = 0.05
-    #: finger opening (m, each side) and speed (m/s) under which the fingers have closed on a handle
+    #: finger opening (m, each side) under which the fingers have started to close, and (on average) have closed
+    #: on a handle, and finger speed (m/s) under which they have stopped (the observed speeds jitter while pulling)
+    closing_fingers: float = 0.037
     closed_fingers: float = 0.036
-    still_fingers: float = 0.01
-    #: how far ahead of the door's angle (rad) the pull aims, and the angle at which it lets go
+    still_fingers: float = 0.2
+    #: how far ahead of the door's angle (rad) the pull aims, and the angle from which the door counts as open
     #: (success is within 0.3 of -0.75)
     pull_lead: float = 0.1
     door_open: float = -0.55
-    #: how high (m) the kettle is lifted for the carry
+    #: how high (m) the kettle is lifted for the carry, and the height from which it counts as lifted
     lift: float = 0.07
+    lifted: float = 0.05
 
 
 class KitchenExpert:
-    """Open the microwave door by its handle, then lift the kettle by its handle towards the back burner."""
+    """Open the microwave door by its handle, then lift the kettle by its handle towards the back burner.
+
+    A policy of the observation: the arm is posed from its observed joints on a scratch copy of
+    the model, the door's angle and the kettle's pose are observed, and the phase is read from
+    them each step (door not yet open: line up in front of its handle, move in along the line,
+    close on it, pull it round; open: back the open hand away from it, then the same for the
+    kettle, lift it, carry it, lower it). Whether the fingers are closing or closed on a handle
+    is read from their observed opening and speed.
+    """
 
     source = "scripted"
 
     def __init__(self, plan: KitchenPlan | None = None) -> None:
         self.plan = plan or KitchenPlan()
         self._arm: _Arm | None = None
-        self._phase = "door_front"
 
     def reset(self, env: TaskEnv, obs: np.ndarray) -> None:
         arm = self._arm = _Arm(env)
         model, data = arm.model, arm.data
+        mujoco.mj_kinematics(model, data)  # the model's own pose: the door shut, the kettle where the model has it
         door = model.joint("microwave")
-        self._door_angle = model.jnt_qposadr[door.id]
+        self._door = 2 * ROBOT_JOINTS + model.jnt_qposadr[door.id] - ROBOT_JOINTS
         self._hinge = data.xanchor[door.id].copy()
         # the handle bar's centre, and the door's outward normal (its thin axis, pointing from the door to the bar)
         self._bar0 = data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "microhandle_site")].copy()
@@ -149,13 +175,11 @@ class KitchenExpert:
         normal[2] = 0.0
         normal /= np.linalg.norm(normal)
         self._out0 = normal if normal @ (self._bar0 - data.geom_xpos[panel]) > 0 else -normal
-        self._angle0 = float(data.qpos[self._door_angle])
+        self._angle0 = float(data.qpos[model.jnt_qposadr[door.id]])
         self._kettle_handle = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "kettle_site")
         kettle = model.joint("kettle")
-        self._kettle = model.jnt_qposadr[kettle.id]
-        self._kettle0 = data.qpos[self._kettle : self._kettle + 3].copy()
-        self._handle_goal = data.site_xpos[self._kettle_handle] + (KETTLE_GOAL - self._kettle0)
-        self._phase = "door_front"
+        self._kettle_q = model.jnt_qposadr[kettle.id]
+        self._kettle = 2 * ROBOT_JOINTS + self._kettle_q - ROBOT_JOINTS
 
     def keep_episode(self) -> bool:
         return True
@@ -173,83 +197,85 @@ class KitchenExpert:
         return bar, _rotate_z(self._out0, turn)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        if self._phase.startswith("door"):
-            return self._open_door()
-        return self._move_kettle()
+        arm, plan = self.arm, self.plan
+        arm.see(obs)
+        angle = float(obs[self._door])
+        bar, out = self._door_handle(angle)
+        if angle > plan.door_open:
+            return self._open_door(obs, angle, bar, out)
+        hand = arm.position()
+        if np.linalg.norm(bar - hand) < plan.stand_off - 3 * plan.lined_up:
+            # the door is open and the hand still at its handle: let go and back away along the door's outward direction
+            return arm.command(bar + plan.stand_off * out, _frame(-out, np.cross(UP, out)), OPEN, plan)
+        return self._move_kettle(obs)
 
-    def _open_door(self) -> np.ndarray:
+    def _open_door(self, obs: np.ndarray, angle: float, bar: np.ndarray, out: np.ndarray) -> np.ndarray:
         arm, plan = self.arm, self.plan
         hand = arm.position()
-        angle = float(arm.data.qpos[self._door_angle])
-        bar, out = self._door_handle(angle)
-        if self._phase in ("door_close", "door_pull") and np.linalg.norm(bar - hand) > plan.slipped:
-            self._phase = "door_front"  # the handle slipped out of the hand: line up again
-        if self._phase == "door_pull" and angle <= plan.door_open:
-            self._phase = "door_release"
-        fingers, target = OPEN, bar
-        if self._phase == "door_front":
-            target = bar + plan.stand_off * out
-            if np.linalg.norm(target - hand) < plan.lined_up:
-                self._phase = "door_in"
-        elif self._phase == "door_in":
-            if np.linalg.norm(bar - hand) < plan.at_handle:
-                self._phase = "door_close"
-        elif self._phase == "door_close":
-            fingers = CLOSE
-            if self._fingers_closed():
-                self._phase = "door_pull"
-        elif self._phase == "door_pull":
-            fingers = CLOSE
-            bar, out = self._door_handle(angle - plan.pull_lead)
-            target = bar
-        else:  # door_release: open the hand and back away along the door's outward direction
-            target = bar + plan.stand_off * out
-            if np.linalg.norm(target - hand) < 3 * plan.lined_up:
-                self._phase = "kettle_front"
+        grip = self._grip(obs, bar, hand)
+        if grip == "closed":
+            fingers, target = CLOSE, self._door_handle(angle - plan.pull_lead)[0]
+        elif grip == "closing":
+            fingers, target = CLOSE, bar
+        else:
+            fingers, target = OPEN, self._approach(bar, out, hand)
         return arm.command(target, _frame(-out, np.cross(UP, out)), fingers, plan)
 
-    def _move_kettle(self) -> np.ndarray:
+    def _move_kettle(self, obs: np.ndarray) -> np.ndarray:
         arm, plan = self.arm, self.plan
         hand = arm.position()
         handle = arm.data.site_xpos[self._kettle_handle].copy()
-        height = float(arm.data.qpos[self._kettle + 2])
-        holding = ("kettle_close", "kettle_lift", "kettle_carry", "kettle_lower")
-        if self._phase in holding and np.linalg.norm(handle - hand) > plan.slipped:
-            self._phase = "kettle_front"
         forward = np.array([0.0, 1.0, 0.0])
+        height = float(obs[self._kettle + 2]) - KETTLE_GOAL[2]  # above the burners (the kettle starts on one)
+        goal = self._handle_at_goal(obs)
+        grip = self._grip(obs, handle, hand)
         fingers, target = CLOSE, handle
-        if self._phase == "kettle_front":
-            fingers, target = OPEN, handle - plan.stand_off * forward
-            if np.linalg.norm(target - hand) < plan.lined_up:
-                self._phase = "kettle_in"
-        elif self._phase == "kettle_in":
-            fingers = OPEN
-            if np.linalg.norm(handle - hand) < plan.at_handle:
-                self._phase = "kettle_close"
-        elif self._phase == "kettle_close":
-            if self._fingers_closed():
-                self._phase = "kettle_lift"
-        elif self._phase == "kettle_lift":
-            target = handle + np.array([0.0, 0.0, plan.lift])
-            if height > self._kettle0[2] + plan.lift - 0.02:
-                self._phase = "kettle_carry"
-        elif self._phase == "kettle_carry":
-            target = self._handle_goal + np.array([0.0, 0.0, plan.lift])
-            if np.linalg.norm(handle[:2] - self._handle_goal[:2]) < plan.lined_up:
-                self._phase = "kettle_lower"
-        elif self._phase == "kettle_lower":
-            target = self._handle_goal
-            if height < self._kettle0[2] + 0.01:
-                self._phase = "kettle_release"
-        else:  # kettle_release: let go and back off
-            fingers, target = OPEN, handle - plan.stand_off * forward
+        if grip == "closed":
+            over_goal = np.linalg.norm(handle[:2] - goal[:2]) < plan.lined_up
+            if over_goal:
+                target = goal  # lower it on the back burner
+            elif height < plan.lifted:
+                target = handle + np.array([0.0, 0.0, plan.lift])
+            else:
+                target = goal + np.array([0.0, 0.0, plan.lift])
+        elif grip == "open":
+            fingers, target = OPEN, self._approach(handle, -forward, hand)
         # pointing forwards, fingers closing vertically round the kettle's horizontal handle
         return arm.command(target, _frame(forward, UP), fingers, plan)
 
-    def _fingers_closed(self) -> bool:
-        arm, plan = self.arm, self.plan
-        speed = np.abs(arm.data.qvel[7:9])
-        return bool(np.all(arm.fingers() < plan.closed_fingers) and np.all(speed < plan.still_fingers))
+    def _approach(self, handle: np.ndarray, out: np.ndarray, hand: np.ndarray) -> np.ndarray:
+        """Where the open hand goes: along the line into the handle if it is on it, else to the line's start."""
+        plan = self.plan
+        start = handle + plan.stand_off * out
+        along = float((hand - handle) @ out)
+        off_line = float(np.linalg.norm(hand - handle - along * out))
+        corridor = plan.lined_up + plan.funnel * max(plan.stand_off - along, 0.0)
+        if off_line < corridor and -plan.lined_up < along < plan.stand_off + plan.lined_up:
+            return handle
+        return start
+
+    def _grip(self, obs: np.ndarray, handle: np.ndarray, hand: np.ndarray) -> str:
+        """Whether the hand is "closed" on the handle, "closing" on it, or "open" (away from it, or not yet at it)."""
+        plan = self.plan
+        distance = float(np.linalg.norm(handle - hand))
+        opening, speed = obs[7:9], np.abs(obs[ROBOT_JOINTS + 7 : ROBOT_JOINTS + 9])
+        if distance > plan.slipped:
+            return "open"
+        if float(np.mean(opening)) < plan.closed_fingers and np.all(speed < plan.still_fingers):
+            return "closed"
+        if distance < plan.at_handle or np.any(opening < plan.closing_fingers):
+            return "closing"
+        return "open"
+
+    def _handle_at_goal(self, obs: np.ndarray) -> np.ndarray:
+        """Where the kettle's handle is with the kettle at its goal, turned as it is now (scratch kinematics)."""
+        d, q = self.arm.data, self._kettle_q
+        d.qpos[q : q + 3] = KETTLE_GOAL
+        mujoco.mj_kinematics(self.arm.model, d)
+        goal = d.site_xpos[self._kettle_handle].copy()
+        d.qpos[q : q + 3] = obs[self._kettle : self._kettle + 3]
+        mujoco.mj_kinematics(self.arm.model, d)
+        return goal
 
 
 def _door_panel(model: mujoco.MjModel, body: int) -> int:
