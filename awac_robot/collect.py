@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -26,10 +27,11 @@ from tqdm import tqdm
 
 from awac_robot.demonstrators import Demonstrator
 from awac_robot.envs import TaskEnv, make_env
+from awac_robot.outputs import STORE, check_output_folder
 from awac_robot.provenance import Batch
-from awac_robot.rollout import rollout
+from awac_robot.rollout import check_seed, rollout
 from awac_robot.spec import TaskSpec
-from awac_robot.store import DemoStore, Episode
+from awac_robot.store import DemoStore, Episode, StoreError
 
 
 class CollectError(ValueError):
@@ -54,8 +56,9 @@ class CollectConfig:
             raise CollectError(f"--episodes must be at least 1, got {self.episodes}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise CollectError(f"--noise is a standard deviation and must be finite and >= 0, got {self.noise}")
-        if self.seed is not None and self.seed < 0:
-            raise CollectError(f"--seed is the first episode's env seed and must be >= 0, got {self.seed}")
+        check_seed(self.seed)
+        if self.seed is not None:
+            check_seed(self.seed + self.episodes - 1, "--seed (plus --episodes - 1, the last episode's)")
         if not 0.0 <= self.perturb <= 1.0:
             raise CollectError(f"--perturb is a fraction of episodes and must be in [0, 1], got {self.perturb}")
 
@@ -206,17 +209,31 @@ def collect(
     `demonstrator` overrides `config.demonstrator` (for callers that build their own);
     `announce` is handed the line that says an earlier collection is being continued.
     """
+    check_output_folder(config.store, "--store", STORE)
     env = make_env(config.task, reward=config.reward)
     demo = demonstrator if demonstrator is not None else resolve_demonstrator(config.demonstrator, env)
+    created = not Path(config.store).exists()
     try:
         identity = demonstrator_identity(config.demonstrator, demonstrator)
         summary = _collect_into_store(config, env, demo, identity, announce)
+    except BaseException:
+        if created and Path(config.store).exists() and _holds_no_episodes(config.store):
+            shutil.rmtree(config.store)  # all or nothing: a store this call made and filled with nothing goes again
+        raise
     finally:
         env.close()
         if demonstrator is None and hasattr(demo, "close"):  # e.g. the keyboard gives the terminal back
             demo.close()
     summary.store_bytes = DemoStore.open(config.store).size_on_disk()
     return summary
+
+
+def _holds_no_episodes(path: Path) -> bool:
+    try:
+        with DemoStore.open(path) as store:
+            return store.num_episodes == 0
+    except (StoreError, OSError):
+        return False
 
 
 def _collect_into_store(

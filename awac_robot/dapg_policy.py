@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from awac_robot.envs import get_spec, make_env
-from awac_robot.export import ActorToExport, ExportReport, export_actor, rollout_observations
+from awac_robot.export import ActorToExport, ExportReport, check_export_paths, export_actor, rollout_observations
 from awac_robot.spec import SpecMismatch, TaskSpec
 from awac_robot.train.evaluation import evaluate
 
@@ -160,6 +160,7 @@ def import_dapg_policy(
     `eval_episodes` deterministic episodes (evaluation seeds) measure its success for the card
     first; 0 skips that.
     """
+    check_export_paths(Path(out))  # before the evaluation and rollouts: a refused path is said first
     loaded, actor = dapg_actor(weights, task)
     success = None
     if eval_episodes > 0:

@@ -11,6 +11,8 @@ import atexit
 import contextlib
 import difflib
 import io
+import math
+import re
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,18 @@ RENDER_MODES = ("rgb_array",)
 FRAME_SIZE = 320
 LAYOUTS = ("flat", "goal_dict")
 GOAL_DICT_KEYS = ("observation", "achieved_goal", "desired_goal")
+
+
+#: What a task name may be: it names files and folders (demos/NAME.zarr, runs/NAME-...), so no path characters.
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+#: A gymnasium id without a "module:" prefix (gymnasium imports that module when the env is made).
+SIMULATOR_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+-v\d+")
+#: A word a simulator argument may be (e.g. "dense", "light switch"): no path separators, no "..".
+PLAIN_WORD = re.compile(r"[A-Za-z0-9_ -]{0,64}")
+#: Bounds of a task file's numbers: anything outside is a typo (1e12 steps, a NaN or 1 ns period).
+MIN_PERIOD, MAX_PERIOD = 1e-4, 10.0
+MAX_EPISODE_STEPS = 1_000_000
+MAX_DIM = 10_000
 
 
 class TaskError(ValueError):
@@ -125,15 +139,37 @@ def load_task_file(path: str | Path) -> TaskConfig:
     if reward not in REWARD_MODES:
         raise TaskError(f"{where}: field 'reward' must be one of {REWARD_MODES}, got {reward!r}")
     period = _field(data, "control_period", (int, float), where)
+    if not (math.isfinite(period) and MIN_PERIOD <= period <= MAX_PERIOD):
+        raise TaskError(
+            f"{where}: field 'control_period' must be in [{MIN_PERIOD:g}, {MAX_PERIOD:g}] s, got {period!r}"
+        )
     steps = _field(data, "episode_steps", int, where)
-    if period <= 0 or steps <= 0:
-        raise TaskError(f"{where}: fields 'control_period' and 'episode_steps' must be positive")
+    if not 1 <= steps <= MAX_EPISODE_STEPS:
+        raise TaskError(f"{where}: field 'episode_steps' must be in [1, {MAX_EPISODE_STEPS}], got {steps!r}")
+    name = _field(data, "name", str, where)
+    if not TASK_NAME.fullmatch(name):
+        raise TaskError(
+            f"{where}: field 'name' is {name!r}: a task name is a letter then letters, digits, '_' or '-' (at most "
+            "64), since it names files and folders (demos/NAME.zarr)"
+        )
+    simulator_id = _field(sim, "id", str, f"{where}: simulator")
+    if not SIMULATOR_ID.fullmatch(simulator_id) or simulator_id.startswith(f"{GYM_NAMESPACE}/"):
+        raise TaskError(
+            f"{where}: field 'simulator.id' is {simulator_id!r}: give a registered gymnasium id such as "
+            "AdroitHandDoor-v1 (a 'module:' prefix would import code named by the file, and awac_robot/ ids are "
+            "the tasks themselves)"
+        )
+    for key in ("kwargs", "dense_kwargs"):
+        _check_kwargs(sim.get(key) or {}, where, f"simulator.{key}")
+    for field_name, size in (("observation.size", obs.get("size")), ("action.size", act.get("size"))):
+        if isinstance(size, int) and not 1 <= size <= MAX_DIM:
+            raise TaskError(f"{where}: field '{field_name}' must be in [1, {MAX_DIM}], got {size}")
     try:
         config = TaskConfig(
-            name=_field(data, "name", str, where),
+            name=name,
             domain=_field(data, "domain", str, where),
             description=data.get("description", ""),
-            simulator_id=_field(sim, "id", str, f"{where}: simulator"),
+            simulator_id=simulator_id,
             simulator_kwargs=dict(sim.get("kwargs") or {}),
             dense_kwargs=dict(sim.get("dense_kwargs") or {}),
             episode_steps=steps,
@@ -157,6 +193,21 @@ def load_task_file(path: str | Path) -> TaskConfig:
     return config
 
 
+def _check_kwargs(kwargs: Any, where: str, field_name: str) -> None:
+    """Simulator arguments are settings (numbers, flags, words and lists of them), never a path to a file:
+    a task file that pointed the simulator at a model or asset file would have it read whatever it names."""
+    if not isinstance(kwargs, dict):
+        raise TaskError(f"{where}: field '{field_name}' must be a mapping of simulator arguments")
+    for key, value in kwargs.items():
+        for item in value if isinstance(value, list) else [value]:
+            plain = isinstance(item, (bool, int, float)) or (isinstance(item, str) and PLAIN_WORD.fullmatch(item))
+            if not plain:
+                raise TaskError(
+                    f"{where}: field '{field_name}.{key}' is {value!r}: simulator arguments are numbers, flags, "
+                    "words or lists of them (a task file names no files)"
+                )
+
+
 def builtin_task_files() -> dict[str, Path]:
     """The YAMLs in `envs/`, shipped inside the package as `awac_robot.task_files`."""
     root = resources.files("awac_robot.task_files")
@@ -167,10 +218,28 @@ _registered: dict[str, TaskConfig] = {}
 
 
 def register_task(path: str | Path) -> TaskConfig:
-    """Add a user's own task YAML to the registry (it may shadow a built-in task)."""
+    """Add a user's own task YAML to the registry, under a name no built-in task has.
+
+    A file that took a built-in task's name would change what that name means for every stage
+    that looks it up - stores, runs and deployments of it - so it is refused; the built-in file
+    itself, given by its path, is the task it always was.
+    """
     config = load_task_file(path)
+    builtin = builtin_task_files().get(config.name)
+    if builtin is not None and not _same_file(builtin, Path(path)):
+        raise TaskError(
+            f"{path}: field 'name' is '{config.name}', a built-in task (envs/{config.name}.yaml): give your task "
+            "a name of its own"
+        )
     _registered[config.name] = config
     return config
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def task_names() -> list[str]:
@@ -386,6 +455,11 @@ def make_env(
         ensure_backend()  # before MuJoCo's GL modules load: the backend cannot change afterwards
         kwargs.update(render_mode=render_mode, width=size, height=size)
     _import_simulators()
+    if config.simulator_id not in gym.registry:
+        raise TaskError(
+            f"{config.source}: field 'simulator.id' is '{config.simulator_id}', which no installed simulator "
+            "registers: give a registered gymnasium id (e.g. AdroitHandDoor-v1, FetchPush-v4)"
+        )
     # gymnasium's passive checker warns that the kitchen reuses observation arrays; the
     # wrapper copies every observation into a fresh flat array, so the warning is noise.
     env = gym.make(config.simulator_id, max_episode_steps=config.episode_steps, disable_env_checker=True, **kwargs)

@@ -26,7 +26,8 @@ import yaml
 
 from awac_robot import __version__
 from awac_robot.envs import make_env
-from awac_robot.onnx_policy import INPUT_NAME, OUTPUT_NAME, OnnxPolicy, PolicyMetadata
+from awac_robot.onnx_policy import INPUT_NAME, META_PREFIX, OUTPUT_NAME, OnnxPolicy, PolicyMetadata
+from awac_robot.outputs import check_output_file
 from awac_robot.rollout import Step, rollout
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore
@@ -109,10 +110,15 @@ def export_actor(
     min_verify: int = MIN_VERIFY,
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
     reference_name: str = "torch",
+    force: bool = False,
 ) -> ExportReport:
-    """Write `actor` as ONNX to `out` once onnxruntime agrees with `reference` (default: the torch actor itself)."""
+    """Write `actor` as ONNX to `out` once onnxruntime agrees with `reference` (default: the torch actor itself).
+
+    An existing policy or card at those paths is replaced only if awac-robot wrote it, or with `force`.
+    """
     spec = actor.spec
     out = Path(out)
+    check_export_paths(out, force)
     if verify_obs.ndim != 2 or verify_obs.shape[1] != spec.obs_dim:
         raise ExportError(f"verification observations have shape {verify_obs.shape}, task needs (N, {spec.obs_dim})")
     if len(verify_obs) < min_verify:
@@ -134,6 +140,39 @@ def export_actor(
         tmp.unlink(missing_ok=True)
     card = _write_card(actor, out, len(verify_obs), max_diff, obs_source)
     return ExportReport(out, card, len(verify_obs), max_diff, obs_source)
+
+
+#: what a policy card's name ends in: never a name a limits file (deploy/TASK.yaml) or a task file could have
+CARD_SUFFIX = ".card.yaml"
+
+
+def card_path(onnx_path: Path) -> Path:
+    """`policies/door.onnx` -> `policies/door.card.yaml`."""
+    return onnx_path.with_name(onnx_path.stem + CARD_SUFFIX)
+
+
+def check_export_paths(out: Path, force: bool = False) -> None:
+    """Refuse, before any work, an --out whose policy or card would replace what export did not write."""
+    check_output_file(out, "--out", "policy", (".onnx",), is_policy_file, force)
+    check_output_file(card_path(out), "--out", "policy card", (".yaml",), is_card_file, force)
+
+
+def is_policy_file(path: Path) -> bool:
+    """An ONNX file carrying awac-robot's metadata: one that export (or import-policy) wrote."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises DecodeError and others for a file that is not ONNX
+        return False
+    return any(prop.key.startswith(META_PREFIX) for prop in model.metadata_props)
+
+
+def is_card_file(path: Path) -> bool:
+    """A policy card: a YAML mapping with the fields `_write_card` always writes."""
+    try:
+        card = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(card, dict) and {"policy", "sha256", "verification", "exported_by"} <= set(card)
 
 
 def policy_metadata(actor: ActorToExport) -> PolicyMetadata:
@@ -234,7 +273,7 @@ def _verify(reference: Callable[[np.ndarray], np.ndarray], path: Path, spec: Tas
 
 
 def _write_card(actor: ActorToExport, onnx_path: Path, verified_on: int, max_diff: float, source: str) -> Path:
-    """policies/<name>.yaml: what a person deploying the file wants to know before they do."""
+    """policies/<name>.card.yaml: what a person deploying the file wants to know before they do."""
     card = {
         "policy": onnx_path.name,
         "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
@@ -252,6 +291,11 @@ def _write_card(actor: ActorToExport, onnx_path: Path, verified_on: int, max_dif
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "deploy": f"awac-robot deploy --policy {onnx_path}",
     }
-    path = onnx_path.with_suffix(".yaml")
-    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    path = card_path(onnx_path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(card, sort_keys=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

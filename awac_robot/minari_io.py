@@ -300,8 +300,28 @@ def convert_episodes(
     dataset: Any, config: TaskConfig, reward_mode: str, env_id: str
 ) -> tuple[list[Episode], MinariImportSummary]:
     """Every episode of `dataset` as the task's Episode (read into memory), with what the conversion did."""
+    where = f"Minari dataset {dataset.id}"
+    try:
+        return _convert(dataset, config, reward_mode, env_id)
+    except (MinariError, SpecMismatch):
+        raise
+    except Exception as exc:  # h5py and numpy raise many types for a damaged, cut or foreign data file
+        raise MinariError(
+            f"{where}: its data cannot be read as episodes ({_one_line(exc)}): restore the dataset or record it "
+            "again; nothing was imported"
+        ) from None
+
+
+def _convert(
+    dataset: Any, config: TaskConfig, reward_mode: str, env_id: str
+) -> tuple[list[Episode], MinariImportSummary]:
     summary = MinariImportSummary(dataset_id=dataset.id, env_id=env_id)
     episode_metadata = list(dataset.storage.get_episode_metadata(dataset.episode_indices))
+    if len(episode_metadata) != dataset.total_episodes:
+        raise MinariError(
+            f"Minari dataset {dataset.id} declares {dataset.total_episodes} episodes and its data file holds "
+            f"{len(episode_metadata)}: restore the dataset or record it again; nothing was imported"
+        )
     episodes = []
     for data, meta in zip(dataset.iterate_episodes(), episode_metadata, strict=True):
         where = f"Minari dataset {dataset.id} episode {data.id}"
@@ -320,6 +340,12 @@ def convert_episodes(
         actions = np.asarray(data.actions, dtype=np.float64)
         if actions.shape != (steps, config.act_dim):
             raise MinariError(f"{where} has actions of shape {actions.shape}, expected ({steps}, {config.act_dim})")
+        if not np.isfinite(actions).all():
+            step, entry = np.argwhere(~np.isfinite(actions))[0]
+            raise MinariError(
+                f"{where} step {step}: action entry {entry} is {actions[step, entry]} (not finite, so no clipping "
+                "can say what was done): fix or drop the episode; nothing was imported"
+            )
         success, success_from = _episode_success(data, obs64, config, where)
         end, terminated_here = _task_end(success, config)
         terminated = np.asarray(data.terminations, dtype=bool)[:end].copy()

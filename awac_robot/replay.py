@@ -1,10 +1,11 @@
 """Stored episodes and deployments simulated again from their seed and actions, checked, and filmed.
 
 The simulator is deterministic, so replaying an episode's actions from `env.reset(seed)`
-reproduces its observations bit for bit (max difference 0.0) on the simulator versions the
-project pins. Any difference means the store was recorded by another simulator (or another
-task definition), and its actions no longer lead where the store says; the check reports
-by how much and from which step, and the video then shows the replay, not the recording.
+reproduces its observations, rewards, end flags and success flags bit for bit on the
+simulator versions the project pins. The check compares every one of those columns and
+names each that differs, from which step and by how much; it does not guess why (another
+simulator, another task definition, or a store edited by hand all look alike from here), and
+the video then shows the replay, not the recording.
 
 A deployment is replayed from the robot process's own record (`robot.runlog`: the
 observation and the applied command of every simulator step, and the seed): the replay
@@ -54,27 +55,65 @@ class PlaybackActor:
 
 
 @dataclass(frozen=True)
+class ColumnDiff:
+    """The first step at which a recorded column and its replay disagree, and by how much at most."""
+
+    column: str
+    first_step: int
+    max_diff: float
+
+    def describe(self) -> str:
+        return f"{self.column} first at step {self.first_step} (max difference {self.max_diff:.3g})"
+
+
+@dataclass(frozen=True)
 class ReplayCheck:
-    """How a replayed episode compares with the stored one."""
+    """How a replayed episode compares with the recorded one, column by column."""
 
     stored_steps: int
     replayed_steps: int
-    max_obs_diff: float
-    first_diff_step: int | None
+    #: the recorded columns the replay was compared on, in order
+    columns: tuple[str, ...]
+    #: the columns that differ (empty: every compared value is equal)
+    differences: tuple[ColumnDiff, ...] = ()
+    #: what is known to be missing from the recording (a run log without its end), or None
+    missing: str | None = None
 
     @property
     def exact(self) -> bool:
-        return self.first_diff_step is None and self.stored_steps == self.replayed_steps
+        return not self.differences and self.stored_steps == self.replayed_steps
+
+    @property
+    def max_obs_diff(self) -> float:
+        return max((d.max_diff for d in self.differences if d.column == "obs"), default=0.0)
+
+    @property
+    def first_diff_step(self) -> int | None:
+        return min((d.first_step for d in self.differences), default=None)
 
     def describe(self, recording: str = "the store") -> str:
+        compared = ", ".join(self.columns)
+        note = f"; but {self.missing}" if self.missing else ""
         if self.exact:
-            return f"replay matches {recording} exactly ({self.stored_steps} steps, max observation difference 0.0)"
+            return f"replay matches {recording} exactly ({self.stored_steps} steps; compared: {compared}){note}"
         versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("mujoco", "gymnasium-robotics"))
-        return (
-            f"replay DIFFERS from {recording}: max observation difference {self.max_obs_diff:.3g}, first at step "
-            f"{self.first_diff_step}, {self.replayed_steps} steps replayed of {self.stored_steps} recorded; it "
-            f"was recorded with another simulator or task definition (this is {versions})"
-        )
+        parts = [d.describe() for d in self.differences]
+        if self.stored_steps != self.replayed_steps:
+            parts.append(f"{self.replayed_steps} steps replayed of {self.stored_steps} recorded")
+        return f"replay DIFFERS from {recording}: {'; '.join(parts)} (replayed with {versions}){note}"
+
+
+def column_diff(name: str, recorded: np.ndarray, replayed: np.ndarray) -> ColumnDiff | None:
+    """Compare the first min(len) rows of a recorded column with the replay's; None if they are equal."""
+    steps = min(len(recorded), len(replayed))
+    a = np.asarray(recorded[:steps], dtype=np.float64).reshape(steps, -1)
+    b = np.asarray(replayed[:steps], dtype=np.float64).reshape(steps, -1)
+    diff = np.abs(a - b)
+    diff[np.isnan(a) != np.isnan(b)] = np.inf  # a NaN on one side only is a difference; on both, none
+    diff[np.isnan(a) & np.isnan(b)] = 0.0
+    per_step = diff.max(axis=1) if diff.size else np.zeros(steps)
+    bad = np.flatnonzero(per_step > 0)
+    return ColumnDiff(name, int(bad[0]), float(per_step.max())) if bad.size else None
 
 
 @dataclass
@@ -104,12 +143,28 @@ def read_episodes(store_path: Path, indices: list[int]) -> tuple[DemoStore, dict
     return store, found
 
 
-def compare(recorded_obs: np.ndarray, recorded_steps: int, replayed: Episode) -> ReplayCheck:
-    """Observations recorded (row t: before action t) against a replayed episode's."""
-    steps = min(len(recorded_obs), len(replayed.obs))
-    diff = np.abs(recorded_obs[:steps].astype(np.float64) - replayed.obs[:steps]).max(axis=1)
-    bad = np.flatnonzero(diff > 0)
-    return ReplayCheck(recorded_steps, replayed.length, float(diff.max()), int(bad[0]) if bad.size else None)
+def compare_episode(stored: Episode, replayed: Episode) -> ReplayCheck:
+    """Every column of a stored episode that re-simulation produces again, against the replay's.
+
+    The actions are what the replay plays, so they are not compared; the truncation flag of the
+    last step is not either, since the replay ends there because the stored episode did (the
+    step counts say whether both ended at the same step).
+    """
+    columns = {
+        "obs": (stored.obs, replayed.obs),
+        "reward": (stored.reward, replayed.reward),
+        "terminated": (stored.terminated, replayed.terminated),
+        "truncated": (stored.truncated[:-1], replayed.truncated[: stored.length - 1]),
+        "success": (stored.success, replayed.success),
+    }
+    found = (column_diff(name, *pair) for name, pair in columns.items())
+    return ReplayCheck(stored.length, replayed.length, tuple(columns), tuple(d for d in found if d is not None))
+
+
+def compare_robot_record(obs: np.ndarray, replayed: Episode, missing: str | None) -> ReplayCheck:
+    """A robot record's observations (row t: before command t) against a replayed episode's."""
+    found = column_diff("obs", obs, replayed.obs)
+    return ReplayCheck(len(obs), replayed.length, ("obs",), () if found is None else (found,), missing)
 
 
 def replay_episodes(
@@ -137,7 +192,7 @@ def replay_episodes(
                 text = caption.format(task=task, index=index, seed=stored.seed)
                 film = filmed_rollout(env, actor, stored.seed, text, source=stored.source, on_step=at_stored_end)
                 replayed = film.episode
-            results.append(Replayed(index, stored, compare(stored.obs, stored.length, replayed), film))
+            results.append(Replayed(index, stored, compare_episode(stored, replayed), film))
     finally:
         env.close()
     return results
@@ -176,6 +231,12 @@ def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisod
     get_spec(spec.name).check_matches(spec, f"robot record {path}")
     if not len(columns["episode"]):
         raise ReplayError(f"{path} holds no simulator steps")
+    missing = None
+    if str(meta.get("exit", "")).startswith("killed"):
+        missing = (
+            f"the record has no end ({meta['exit']}): steps after its last {len(columns['episode'])} are missing "
+            "and were not checked"
+        )
     env = _replay_env(spec.name, size, seed=int(meta["seed"]))  # the robot's env: its first reset takes the seed
     results = []
     try:
@@ -191,7 +252,9 @@ def replay_deployment(run: Path, size: int | None = None) -> list[DeployedEpisod
             else:
                 film = film_episode(env, run_robot_episode, f"{spec.name} deployment, episode {index}")
                 replayed = film.episode
-            results.append(DeployedEpisode(index, len(rows), compare(obs, len(rows), replayed), replayed, film))
+            last = index == columns["episode"][-1]
+            check = compare_robot_record(obs, replayed, missing if last else None)
+            results.append(DeployedEpisode(index, len(rows), check, replayed, film))
     finally:
         env.close()
     return results

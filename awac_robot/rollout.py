@@ -27,6 +27,21 @@ import numpy as np
 from awac_robot.envs import TaskEnv
 from awac_robot.store import Episode
 
+#: The largest seed a command accepts (for itself, or as the base of a stream): gymnasium and numpy take
+#: any non-negative integer, and with the streams' offsets every episode seed still fits the store's int64.
+MAX_SEED = 2**32 - 1
+
+
+class SeedError(ValueError):
+    """A seed given on the command line that no episode can be reset with; the message names the flag."""
+
+
+def check_seed(seed: int | None, flag: str = "--seed") -> None:
+    """Raise SeedError unless `seed` is None (not given) or an integer in [0, MAX_SEED]."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise SeedError(f"{flag} must be an integer in [0, {MAX_SEED}], got {seed}")
+
+
 #: In a perturbed episode, each step starts a burst of random actions with this probability ...
 PERTURB_START = 0.05
 #: ... lasting this many steps: long enough to knock the task off course, short enough to recover.

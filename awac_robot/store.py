@@ -381,6 +381,18 @@ class DemoStore:
                         "chunk: restore the store from a copy, or write to a new store (nothing was changed)"
                     ) from None
 
+    def verify(self) -> None:
+        """Decode every chunk of every array, one array at a time; StoreError names the first that fails.
+
+        What `demos info` runs before it describes a store: a summary read from the metadata
+        alone would vouch for steps that can no longer be read.
+        """
+        layout = self._layout
+        for name, array in layout.data.items():
+            self._read(array, f"data/{name}", self.num_steps)
+        for name, array in layout.meta.items():
+            self._read(array, f"meta/{name}", self.num_episodes)
+
     def _read(self, array: AnyArray, key: str, stop: int) -> np.ndarray:
         try:
             return np.asarray(array[:stop])

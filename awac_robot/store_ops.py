@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from awac_robot.outputs import STORE, check_output_folder
 from awac_robot.provenance import Batch, command_line
+from awac_robot.rollout import check_seed
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import ONLINE_PREFIX, DemoStore, Episode, StagedStore, StoreError, source_matches
 
@@ -114,6 +116,7 @@ class StoreInfo:
 def describe(path: str | Path, episodes: bool = False, stats: bool = False) -> StoreInfo:
     """The store's summary, per source and per batch; `episodes` adds one row per episode, `stats` reads every step."""
     store = DemoStore.open(path)
+    store.verify()
     meta = store.episode_meta()
     info = StoreInfo(
         path=store.path,
@@ -193,6 +196,7 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path) -> int:
     A store given twice, or two copies of one store, is refused: the output would hold
     their episodes twice, doubling their weight in training with nothing to tell them apart.
     """
+    check_output_folder(Path(out), "--out", STORE)
     stores = [DemoStore.open(path) for path in inputs]
     first = stores[0]
     for position, other in enumerate(stores[1:], start=1):
@@ -270,6 +274,7 @@ class FilterSummary:
 
 def filter_store(path: str | Path, out: str | Path, selection: EpisodeFilter) -> FilterSummary:
     """Copy the episodes `selection` keeps into a new store `out` (refused if it would be empty)."""
+    check_output_folder(Path(out), "--out", STORE)
     store = DemoStore.open(path)
     keep = selection.select(store.episode_meta(), store.path)
     if not keep.any():
@@ -292,6 +297,9 @@ def split_store(
     """Split a store by episode into new train and validation stores; both are written or neither."""
     if not 0.0 < val_fraction < 1.0:
         raise StoreError(f"--val is the fraction of episodes for validation and must be in (0, 1), got {val_fraction}")
+    check_seed(seed)
+    check_output_folder(Path(out_train), "--out-train", STORE)
+    check_output_folder(Path(out_val), "--out-val", STORE)
     if Path(out_train).absolute() == Path(out_val).absolute():
         raise StoreError(f"--out-train and --out-val are both {out_train}: give two new paths")
     store = DemoStore.open(path)

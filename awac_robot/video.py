@@ -96,6 +96,8 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
         else:
             iio.imwrite(tmp, np.stack(frames)[..., :3], extension=".gif", duration=1000.0 / fps, loop=0)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise RenderError(f"cannot write {path} ({exc.strerror or exc}): choose another path") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -108,11 +110,16 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     try:
         iio.imwrite(tmp, image[..., :3], extension=path.suffix.lower())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise RenderError(f"cannot write {path} ({exc.strerror or exc}): choose another path") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
 def _temporary(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RenderError(f"cannot create the folder of {path} ({exc.strerror or exc}): choose another path") from None
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")

@@ -21,7 +21,19 @@ import yaml
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, plus YAML 1.2 exponent floats (`1e-3`, `2E5`, `1.0e3`, `.5e-2`)."""
+    """PyYAML's safe loader, plus YAML 1.2 exponent floats (`1e-3`, `2E5`, `1.0e3`, `.5e-2`), and a key given
+    twice in one mapping is an error (PyYAML keeps the last silently: which one did the author mean?)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"field '{key}' is given twice (line {key_node.start_mark.line + 1})", None
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -38,8 +50,13 @@ def read_mapping(path: str | Path, kind: str, error: type[Exception], hint: str 
         data = yaml.load(Path(path).read_text(), Loader=_Loader)
     except FileNotFoundError:
         raise error(f"{where}: no such {kind}{hint}") from None
+    except UnicodeDecodeError:
+        raise error(f"{where}: not a text file, so not a {kind}{hint}") from None
+    except OSError as exc:
+        raise error(f"{where}: cannot read the {kind} ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise error(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        problem = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())
+        raise error(f"{where}: not valid YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

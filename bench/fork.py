@@ -8,7 +8,9 @@ a fork starts the online phase from an offline-end checkpoint (`counters.offline
 inside the offline phase handed over as its end (`--set offline_steps=` its update count), with some
 config keys replaced (`--set explore_noise=[0.1] --set eval_interval=1000`), on a fresh copy of
 the scenario's cached store, through the product's own `finetune --resume`. Only keys that act
-online make sense here (the checkpoint's networks, optimizer and RNGs are kept as they were).
+online make sense here (the checkpoint's networks, optimizer and RNGs are kept as they were):
+`ONLINE_KEYS` lists them, and the suite (bench/suite.py) forks every candidate whose config
+differs from another's in those keys alone from the same cached offline runs.
 """
 
 from __future__ import annotations
@@ -27,17 +29,24 @@ from awac_robot.train.config import from_saved, save_config
 from awac_robot.train.runlog import METRICS, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The config keys that act only after the offline phase ends: two configs that differ in these alone share their
+#: offline phase to the last bit. Everything else (the update, the networks, `handover`, which acts at the switch
+#: from the offline evaluations, `report_episodes`, which scores the handover) shapes the offline checkpoint too.
+ONLINE_KEYS = (
+    "online_steps", "updates_per_step", "offline_fraction", "imitate_online", "explore_mean", "explore_noise",
+    "explore_choice", "explore_memory", "eval_interval",
+)  # fmt: skip
 
 
 def fork(checkpoint: Path, store: Path, out: Path, changes: dict[str, object]) -> list[str]:
     """Write OUT as a run stopped at the checkpoint with `changes` in its config; returns the resume command."""
     state = read_checkpoint(checkpoint)
     if out.exists():
-        sys.exit(f"fork: {out} exists; choose another OUT")
+        raise SystemExit(f"fork: {out} exists; choose another OUT")
     config = from_saved({**state["config"], **changes}, "--set")
     updates = state["counters"]["updates"]
     if not state["counters"]["offline_done"] and config.offline_steps != updates:
-        sys.exit(
+        raise SystemExit(
             f"fork: {checkpoint} is inside the offline phase; to hand it over as the offline end (as `handover:"
             f" best` would), add --set offline_steps={updates}"
         )

@@ -34,12 +34,13 @@ AWAC 33 / 62 / 57% of 500 per seed (rising from 19-39% in the first 100 to 33-73
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import yaml
-from runner import ROOT, FinetuneJob, FinetuneResult, describe_eval, run_finetune
+from runner import ROOT, FinetuneJob, FinetuneResult, describe_eval, run_finetune, success
 from stores import DAPG_EXPERTS, HUMAN_DEMOS, BuiltStore, StoreRecipe, cached_store
 
 DEFAULT_NOISE = {"expert": 0.2, "scripted": 0.0}
@@ -74,23 +75,32 @@ def build_store(args: argparse.Namespace, data: str) -> BuiltStore:
 
 
 def run_seed(args: argparse.Namespace, store: BuiltStore, algo: str, seed: int) -> FinetuneResult:
-    """One finetune run; its points are printed as they are logged, so a run cut short still reports."""
+    """One run, its offline phase then its online phase forked from it (bench/runner.py); points printed as logged."""
     label = store.path.parent.name
-    job = FinetuneJob(
-        label=f"{algo} seed {seed}",
+    offline = FinetuneJob(
+        label=f"{algo} seed {seed} offline",
         task=args.task,
         store=store.path,
-        folder=args.work / f"{label}-{algo}-s{seed}",
+        folder=args.work / f"{label}-{algo}-s{seed}-offline",
         algo=algo,
         seed=seed,
         offline_steps=args.offline_steps,
-        online_steps=args.online_steps,
+        online_steps=0,
         config=write_config(args, label, algo),
     )
-    result = run_finetune(job)
-    if result.failed:
-        raise RuntimeError(f"{job.label}: finetune exited {result.returncode}: {result.last_output} (log {job.log})")
-    return result
+    start = offline.run_dir / "checkpoints" / f"ckpt_{args.offline_steps:09d}.pt"
+    online = dataclasses.replace(
+        offline, label=f"{algo} seed {seed}", folder=args.work / f"{label}-{algo}-s{seed}",
+        online_steps=args.online_steps, start=start,
+    )  # fmt: skip
+    results = []
+    for job in (offline, online):
+        results.append(run_finetune(job))
+        if results[-1].failed:
+            failed = results[-1]
+            raise RuntimeError(f"{job.label}: exited {failed.returncode}: {failed.last_output} (log {job.log})")
+    # the online phase's evaluations include the offline ones it was forked with; its clock starts with them
+    return dataclasses.replace(results[1], started=results[0].started)
 
 
 def write_config(args: argparse.Namespace, label: str, algo: str) -> Path:
@@ -109,7 +119,7 @@ def write_config(args: argparse.Namespace, label: str, algo: str) -> Path:
 def summarise(algo: str, results: list[FinetuneResult], data_rate: float) -> None:
     print(f"\nmean over {len(results)} seeds ({algo}); data success {data_rate:.0%}")
     for column in zip(*(r.evals for r in results), strict=False):
-        rates = [row["eval_success"] for row in column]
+        rates = [success(row) for row in column]
         walls = [row["time"] - r.started for row, r in zip(column, results, strict=True)]
         per_seed = ", ".join(f"{x:.0%}" for x in rates)
         print(

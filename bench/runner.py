@@ -1,10 +1,14 @@
 """Benchmarks drive the product through its own command line: one `awac-robot` subprocess per step.
 
-A finetune run gets its own folder holding its own copy of the store (finetuning appends its
-online episodes to the store it trains on, so runs must never share one) and the run folder
-itself. Its evaluations are read from the run's metrics.jsonl while it is written, so they are
+A suite run is two jobs. The offline phase is `awac-robot train` reading the base store (it
+never writes to it); its last checkpoint is cached and shared by every candidate whose config
+differs only in online keys. The online phase is a fork of that checkpoint (bench/fork.py) in
+its own folder, holding its own copy of the store (finetuning appends its online episodes to
+the store it trains on, so runs must never share one), continued by `finetune --resume`.
+Each job's evaluations are read from its metrics.jsonl while it is written, so they are
 printed as they happen and a run cut short still reports what it reached. The command's own
-output goes to a log beside the run, which a failed run points to.
+output goes to a log beside the run, which a failed run points to; its wall and CPU time
+(the command and every process it waited for: the evaluation and exploration workers) are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
+from fork import fork
 
 from awac_robot.train.runlog import RunLog
 
@@ -42,17 +49,24 @@ def awac_robot(*args: str) -> None:
 
 @dataclass(frozen=True)
 class FinetuneJob:
-    """One `awac-robot finetune` run: `folder` gets the store copy (TASK.zarr), the run (run/) and its log."""
+    """One phase of a suite run: `folder` gets the run (run/) and its log.
+
+    With `start` None, the offline phase (`awac-robot train` on the base store). Else the online
+    phase forked from `start` (an offline run's last checkpoint) with `changes` (config keys as
+    YAML, bench/fork.py's `--set`) into run/, which holds the run's own store copy.
+    """
 
     label: str  # printed before each of the run's evaluations
     task: str
-    store: Path  # the base store; it is copied, never written
+    store: Path  # the base store; read or copied, never written
     folder: Path
     algo: str
     seed: int
     offline_steps: int
     online_steps: int
     config: Path | None = None
+    start: Path | None = None
+    changes: tuple[tuple[str, str], ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -62,12 +76,22 @@ class FinetuneJob:
     def log(self) -> Path:
         return self.folder / "finetune.log"
 
-    def command(self) -> list[str]:
-        config = ["--config", str(self.config)] if self.config else []
+    def prepare(self) -> list[str]:
+        """Make the job's folder afresh (the fork's run folder and store copy) and return its command."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        if self.start is None:
+            config = ["--config", str(self.config)] if self.config else []
+            return [
+                *AWAC_ROBOT, "train", "--task", self.task, "--store", str(self.store), *config,
+                "--out", str(self.run_dir), "--seed", str(self.seed), "--algo", self.algo,
+                "--offline-steps", str(self.offline_steps), "--no-progress",
+            ]  # fmt: skip
+        changes = {key: yaml.safe_load(value) for key, value in self.changes}
+        fork(self.start, self.store, self.run_dir, {**changes, "online_steps": self.online_steps})
         return [
-            *AWAC_ROBOT, "finetune", "--task", self.task, "--store", str(self.folder / f"{self.task}.zarr"),
-            *config, "--out", str(self.run_dir), "--seed", str(self.seed), "--algo", self.algo,
-            "--offline-steps", str(self.offline_steps), "--online-steps", str(self.online_steps), "--no-progress",
+            *AWAC_ROBOT, "finetune", "--task", self.task, "--out", str(self.run_dir), "--resume",
+            "--store", str(self.run_dir / "store.zarr"), "--no-progress",
         ]  # fmt: skip
 
 
@@ -93,30 +117,34 @@ class FinetuneResult:
 
 
 def eval_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """Every evaluation of a run, each with the last updates/s logged before it (complete lines only)."""
+    """Every evaluation of a run (curve and reports), each with the last updates/s logged before it."""
     rows, speed = [], math.nan
     for row in RunLog(run_dir).rows():
         speed = row.get("updates_per_s", speed)
-        if "eval_success" in row:
+        if "eval_success" in row or "report_success" in row:
             rows.append({**row, "updates_per_s": speed})
     return rows
 
 
+def success(row: dict[str, Any]) -> float:
+    """An evaluation row's success rate, a curve point's or a report's."""
+    return float(row["eval_success"] if "eval_success" in row else row["report_success"])
+
+
 def describe_eval(row: dict[str, Any]) -> str:
+    if "report" in row:
+        return f"{row['report']} policy, {row['report_episodes']} report episodes"
     if row["phase"] == "offline":
         return f"offline {row['updates']:>7} updates"
     return f"online {row['env_steps']:>8} steps"
 
 
 def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
-    """Run one finetune in a fresh folder, printing each evaluation as the run logs it."""
-    shutil.rmtree(job.folder, ignore_errors=True)
-    job.folder.mkdir(parents=True)
-    shutil.copytree(job.store, job.folder / f"{job.task}.zarr")
-    result = FinetuneResult(started=time.time())
+    """Run one job in a fresh folder, printing each evaluation as the run logs it."""
+    command = job.prepare()
+    result = FinetuneResult(started=time.time(), evals=eval_rows(job.run_dir))  # a fork's copied rows: not printed
     with open(job.log, "w") as log:
-        command = [*TIED, str(os.getpid()), *job.command()]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*TIED, str(os.getpid()), *command], stdout=log, stderr=subprocess.STDOUT)
         exited = os.pidfd_open(process.pid)  # readable when the run ends: waiting, not sleeping
         try:
             while True:
@@ -131,7 +159,7 @@ def run_finetune(job: FinetuneJob, poll_seconds: float = 5.0) -> FinetuneResult:
                 for row in result.evals[seen:]:
                     speed = f"  ({row['updates_per_s']:.0f} updates/s)" if math.isfinite(row["updates_per_s"]) else ""
                     print(
-                        f"  {job.label} {describe_eval(row)}: success {row['eval_success']:.0%}"
+                        f"  {job.label} {describe_eval(row)}: success {success(row):.0%}"
                         f"  wall {row['time'] - result.started:7.0f} s{speed}",
                         flush=True,
                     )

@@ -1,8 +1,9 @@
 """The suite's grid as Ray tasks: one task per scenario x seed x algo, on a local Ray or a cluster.
 
-Each task is a real `awac-robot finetune` subprocess (bench/runner.py), run in a scratch folder
-on whichever node Ray picks: the base store travels to it through Ray's object store, and the
-whole run folder (store copy, run, log) travels back and is unpacked where a local run would
+Each task is a real `awac-robot` subprocess (bench/runner.py: an offline phase, or an online
+phase forked from one), run in a scratch folder on whichever node Ray picks: the base store (and
+for a fork, the offline run it starts from) travels to it through Ray's object store, and the
+whole run folder (run, store copy, log) travels back and is unpacked where a local run would
 have put it, so the table and the results file cannot tell the two apart. No shared file
 system is needed; every node needs the same awac-robot install (`pip install -e '.[ray]'`)
 and Python, because the bench modules are shipped by value and the product is not.
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import fork
 import runner
 from runner import FinetuneJob, FinetuneResult, run_finetune
 
@@ -67,12 +69,19 @@ def unpack(data: bytes, folder: Path) -> None:
     staging.rename(folder)
 
 
-def finetune_in_scratch(job: FinetuneJob, packed_store: bytes) -> tuple[dict[str, Any], bytes]:
+def finetune_in_scratch(
+    job: FinetuneJob, packed_store: bytes, packed_start: bytes | None
+) -> tuple[dict[str, Any], bytes]:
     """The body of one Ray task: the run in a scratch folder on the worker, returned as data."""
     with tempfile.TemporaryDirectory(prefix="awac-suite-") as scratch:
         base = Path(scratch) / "base.zarr"
         unpack(packed_store, base)
-        here = dataclasses.replace(job, store=base, folder=Path(scratch) / "run-folder")
+        start = None
+        if job.start is not None and packed_start is not None:  # the offline run's folder, its checkpoint inside
+            offline = Path(scratch) / "offline-run"
+            unpack(packed_start, offline)
+            start = offline / job.start.relative_to(job.start.parents[2])
+        here = dataclasses.replace(job, store=base, folder=Path(scratch) / "run-folder", start=start)
         result = run_finetune(here)
         return dataclasses.asdict(result), pack(here.folder)
 
@@ -97,7 +106,7 @@ def ray_session(address: str | None, cpus: int, verbose: bool = False) -> Iterat
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        for module in (runner, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
+        for module in (runner, fork, sys.modules[__name__]):  # the workers cannot import bench/: ship its code
             ray.cloudpickle.register_pickle_by_value(module)
         level = logging.INFO if verbose else logging.ERROR
         if address:
@@ -129,7 +138,11 @@ def run_on_ray(
     with ray_session(address, cpus, verbose):
         task = ray.remote(**TASK_OPTIONS)(finetune_in_scratch)
         stores = {store: ray.put(pack(store)) for store in {job.store for job in jobs}}
-        pending = {task.remote(job, stores[job.store]): job for job in jobs}
+        # a fork's offline run: its folder (run/checkpoints/ckpt_N.pt and run/metrics.jsonl, which the fork copies)
+        starts: dict[Path, Any] = {job.start: ray.put(pack(job.start.parents[2])) for job in jobs if job.start}
+        pending = {
+            task.remote(job, stores[job.store], None if job.start is None else starts[job.start]): job for job in jobs
+        }
         try:
             while pending:
                 ready, _ = ray.wait(list(pending))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS = "suite-results.json"
 MARGIN = 0.10  # the targets' "10 points"
 EPSILON = 1e-9  # success rates are k/n fractions: compare them without float noise
 
@@ -76,7 +75,7 @@ def mean_curve(runs: list[dict[str, Any]]) -> Curve | None:
 
     def mean_by_position(phase: str, handover: bool = False) -> list[float]:
         def wanted(row: dict[str, Any]) -> bool:
-            return row["phase"] == phase and ("handover_from" in row) == handover
+            return "eval_success" in row and row["phase"] == phase and ("handover_from" in row) == handover
 
         curves = [[e["eval_success"] for e in r["evals"] if wanted(e)] for r in good]
         return [sum(column) / len(column) for column in zip(*curves, strict=False)] if curves else []
@@ -166,3 +165,23 @@ def targets(results: Results, scenario: str) -> list[str]:
         )
     )
     return lines
+
+
+def cost_line(results: Results) -> str:
+    """What the results' runs cost: each online fork, and the offline phases, once each, whoever ran them.
+
+    One judgment of a candidate that forks cached offline phases costs its forks alone; a
+    candidate (or baseline) that has to run its offline phases too costs both.
+    """
+    runs = [r for r in results.runs.values() if "offline" in r and not r["returncode"]]
+    if not runs:
+        return "cost: no finished run records its cost"
+    offline = {r["offline"]["folder"]: r["offline"] for r in runs}.values()
+    wall, cpu = sum(r["wall"] for r in runs), sum(r["cpu"] for r in runs)
+    off_wall, off_cpu = sum(o["wall"] for o in offline), sum(o["cpu"] for o in offline)
+    ran = sum(o["ran"] for o in offline)
+    return (
+        f"cost: {len(runs)} online phases, wall {wall / 60:.0f} min, CPU {cpu / 60:.0f} min "
+        f"({wall / len(runs) / 60:.1f} and {cpu / len(runs) / 60:.1f} min each); their {len(offline)} offline phases "
+        f"({ran} run by this candidate, the rest cached), wall {off_wall / 60:.0f} min, CPU {off_cpu / 60:.0f} min"
+    )

@@ -292,7 +292,7 @@ def test_collect_records_its_provenance(tmp_path: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--seed", "-1"], "--seed is the first episode's env seed and must be >= 0"), (["--noise", "nan"], "finite")],
+    [(["--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"), (["--noise", "nan"], "finite")],
 )
 def test_bad_seed_and_noise_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str

@@ -237,7 +237,7 @@ def test_an_unwritable_or_used_log_folder_is_refused_before_starting(tmp_path: P
     policy = write_policy(small_actor(spec), spec, tmp_path / "door.onnx")
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    for log, says in ((not_a_folder / "run", "cannot write the run log folder"), (tmp_path, "already holds a run")):
+    for log, says in ((not_a_folder / "run", "is a file, not a folder"), (tmp_path, "already holds a run")):
         assert main(["deploy", "--policy", str(policy), "--duration", "1", "--log", str(log)]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and "--log" in err and "\n" not in err

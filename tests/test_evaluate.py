@@ -12,8 +12,15 @@ from test_finetune import TINY as FINETUNE_TINY
 
 from awac_robot.cli import main
 from awac_robot.collect import CollectConfig, collect
+from awac_robot.export import card_path
 from awac_robot.train.checkpoint import BEST, CHECKPOINT_DIR, read_checkpoint
-from awac_robot.train.evaluation import eval_seed, wilson_interval
+from awac_robot.train.evaluation import (
+    MAX_REPORT_EPISODES,
+    MAX_SELECT_EPISODES,
+    REPORT,
+    eval_seed,
+    wilson_interval,
+)
 from awac_robot.train.runlog import RunLog
 from awac_robot.video import BAR
 
@@ -65,10 +72,48 @@ def test_the_run_keeps_its_best_checkpoint_and_export_takes_it(
 
     policy = tmp_path / "best.onnx"
     assert main(["export", "--checkpoint", str(run / CHECKPOINT_DIR / BEST), "--out", str(policy)]) == 0
-    card = yaml.safe_load(policy.with_suffix(".yaml").read_text())
+    card = yaml.safe_load(card_path(policy).read_text())
     assert card["step"] == best["updates"] and card["eval"]["success_rate"] == best["eval_success"]
     scored = evaluate_json(capsys, "--policy", str(policy), "--seed", "3", "--episodes", "4")
     assert scored["success_rate"] == best["eval_success"]
+
+
+def test_selection_and_report_seeds_never_meet_and_report_seeds_ignore_the_run_seed() -> None:
+    report = [eval_seed(run_seed, i, REPORT) for run_seed in (0, 3) for i in range(MAX_REPORT_EPISODES)]
+    assert report[:MAX_REPORT_EPISODES] == report[MAX_REPORT_EPISODES:]  # the same starts for every run seed
+    assert len(set(report)) == MAX_REPORT_EPISODES and min(report) >= 0
+    select = {eval_seed(run_seed, i) for run_seed in (0, 1, 3, 10_000) for i in range(MAX_SELECT_EPISODES)}
+    assert len(select) == 4 * MAX_SELECT_EPISODES  # run seeds do not share selection starts either
+    assert select.isdisjoint(report)
+
+
+def test_the_reported_handover_and_final_are_scored_on_the_report_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "reach.zarr"
+    collect(CollectConfig(task="reach", episodes=4, store=store, noise=0.1, progress=False))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "report_episodes": 3}))
+    run = tmp_path / "run"
+    argv = ["finetune", "--task", "reach", "--store", str(store), "--config", str(config), "--out", str(run)]
+    assert main([*argv, "--offline-steps", "300", "--online-steps", "100", "--no-progress"]) == 0
+    assert "handover policy" in capsys.readouterr().out.splitlines()[-1]
+    rows = RunLog(run).rows()
+    reports = [row for row in rows if "report_success" in row]
+    assert [(r["report"], r["phase"], r["updates"], r["env_steps"]) for r in reports] == [
+        ("handover", "offline", 300, 0),
+        ("final", "online", 400, 100),
+    ]
+    assert all(r["report_episodes"] == 3 for r in reports)
+    assert not any("report_success" in r and "eval_success" in r for r in rows)  # reports are no curve points
+
+    final = evaluate_json(capsys, "--checkpoint", str(run), "--report")  # the run's last checkpoint: its final policy
+    assert [e["seed"] for e in final["per_episode"]] == [eval_seed(0, i, REPORT) for i in range(3)]
+    assert final["success_rate"] == reports[1]["report_success"]
+    assert final["mean_return"] == pytest.approx(reports[1]["report_return"])
+    selected = read_checkpoint(run / CHECKPOINT_DIR / BEST)["eval"]  # best.pt: chosen on a curve evaluation
+    curve = [row for row in rows if "eval_success" in row]
+    assert (selected["updates"], selected["success_rate"]) in [(r["updates"], r["eval_success"]) for r in curve]
 
 
 def test_evaluate_prints_a_table_and_a_wilson_interval(run: Path, capsys: pytest.CaptureFixture[str]) -> None:

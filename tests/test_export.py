@@ -14,7 +14,7 @@ from onnx_helpers import small_actor, write_policy
 from awac_robot.cli import main
 from awac_robot.demonstrators.policy import OnnxPolicyDemonstrator
 from awac_robot.envs import get_spec, make_env
-from awac_robot.export import ActorToExport, ExportError, export_actor, load_checkpoint, rollout_observations
+from awac_robot.export import ActorToExport, ExportError, card_path, export_actor, load_checkpoint, rollout_observations
 from awac_robot.onnx_policy import OnnxPolicy
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import DemoStore, Episode
@@ -80,7 +80,7 @@ def test_checkpoint_exports_with_metadata_and_round_trips(tiny_run, tmp_path: Pa
     assert np.max(np.abs(policy(obs[7]) - expected[7])) <= 1e-5
     assert np.all(np.abs(expected) <= 1.0)
 
-    card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    card = yaml.safe_load(card_path(out).read_text())
     assert card["run_id"] == actor.run_id and card["verification"]["observations"] == len(obs) >= 1000
     assert card["verification"]["max_abs_diff"] <= 1e-5 and card["task"] == "door"
 

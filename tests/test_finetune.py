@@ -183,11 +183,11 @@ def test_yaml_exponent_floats_are_numbers(tmp_path: Path) -> None:
         ("log_std_init: .nan", "'log_std_init' must be finite, got nan"),
         ("awr_lambda: .inf", "'awr_lambda' must be finite, got inf"),
         ("policy_average: -.inf", "'policy_average' must be finite, got -inf"),
-        ("batch_size: -4", "'batch_size' must be >= 2, got -4"),
+        ("batch_size: -4", "'batch_size' must be in [2, 65536], got -4"),
         ("actor_hidden: [64, -1]", "'actor_hidden' needs positive sizes, got (64, -1)"),
         ("online_steps: -5", "'online_steps' must be >= 0, got -5"),
         ("log_std_init: 2.0", "'log_std_init' must be in [log_std_min, log_std_max]"),
-        ("seed: -1", "'seed' must be >= 0"),
+        ("seed: -1", "'seed' must be in [0, 4294967295]"),
     ],
 )
 def test_bad_config_values_are_one_line_errors_naming_the_field(

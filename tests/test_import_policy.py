@@ -15,6 +15,7 @@ from awac_robot.collect import run_episode
 from awac_robot.dapg_policy import WEIGHT_KEYS, DapgWeights, PolicyImportError, import_dapg_policy
 from awac_robot.demonstrators.policy import OnnxPolicyDemonstrator
 from awac_robot.envs import get_spec, make_env
+from awac_robot.export import card_path
 from awac_robot.onnx_policy import OnnxPolicy
 from awac_robot.spec import SpecMismatch
 from awac_robot.store import DemoStore
@@ -57,7 +58,7 @@ def test_weights_become_a_verified_policy_with_card_and_metadata(tmp_path: Path)
     reference = DapgWeights.load(weights, get_spec("pen")).actions(obs)
     np.testing.assert_allclose(policy.batch(obs), reference, atol=1e-5)
 
-    card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    card = yaml.safe_load(card_path(out).read_text())
     assert card["origin"]["format"] == "dapg" and card["origin"]["weights"] == "pen_expert.npz"
     assert card["verification"]["observations"] == 1000 and card["eval"]["episodes"] == 2
 

@@ -3,6 +3,7 @@ store -> Minari -> store round trip, the D4RL dataset ids, and every refusal lea
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -402,3 +403,67 @@ def test_without_minari_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "awac-robot demos: error: Minari support is not installed: pip install -e '.[minari]' (minari 0.5.4 with h5py)"
     )
+
+
+def push_buffers(episodes: list[Episode], action_change: Callable[[int, np.ndarray], np.ndarray] | None = None) -> list:
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    return [
+        EpisodeBuffer(
+            observations=episode.obs,
+            actions=episode.action if action_change is None else action_change(index, episode.action.copy()),
+            rewards=episode.reward,
+            terminations=episode.terminated,
+            truncations=episode.truncated,
+            infos={"success": np.concatenate([[False], episode.success])},
+        )
+        for index, episode in enumerate(episodes)
+    ]
+
+
+@pytest.mark.parametrize("damage", ["cut file", "missing episode", "wrong count", "string observations", "inf action"])
+def test_a_damaged_dataset_is_refused_in_one_line_and_imports_nothing(
+    datasets_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import json
+
+    import h5py
+
+    source = tmp_path / "source.zarr"
+    collect(CollectConfig("push", 3, source, progress=False))
+    episodes = stored_episodes(source)
+
+    def inf_in_episode_2(index: int, action: np.ndarray) -> np.ndarray:
+        if index == 2:
+            action[4, 1] = np.inf
+        return action
+
+    change = inf_in_episode_2 if damage == "inf action" else None
+    minari.create_dataset_from_buffers("test/push/damaged-v0", push_buffers(episodes, change), env=gym_env_spec("push"))
+    data = datasets_root / "test" / "push" / "damaged-v0" / "data"
+    hdf5 = data / "main_data.hdf5"
+    if damage == "cut file":
+        hdf5.write_bytes(hdf5.read_bytes()[: hdf5.stat().st_size // 2])
+    elif damage == "missing episode":
+        with h5py.File(hdf5, "r+") as file:
+            del file["episode_1"]
+    elif damage == "wrong count":
+        metadata = json.loads((data / "metadata.json").read_text())
+        metadata["total_episodes"] = 5
+        (data / "metadata.json").write_text(json.dumps(metadata))
+    elif damage == "string observations":
+        with h5py.File(hdf5, "r+") as file:  # the flat observations of awac_robot/push-v0, as strings
+            episode = file["episode_0"]
+            shape = episode["observations"].shape
+            del episode["observations"]
+            episode.create_dataset("observations", data=np.full(shape, "x", dtype=h5py.string_dtype()))
+    existing = tmp_path / "push.zarr"
+    shutil.copytree(source, existing)
+    for store in (existing, tmp_path / "new.zarr"):
+        argv = ["demos", "import", "minari", "test/push/damaged-v0", "--task", "push", "--store", str(store)]
+        err = _one_line_error(argv, capsys)
+        assert "Minari dataset" in err or "test/push/damaged-v0" in err, err
+        if damage == "inf action":
+            assert "episode 2 step 4: action entry 1 is inf" in err
+    assert_same_episodes(stored_episodes(existing), episodes)
+    assert not (tmp_path / "new.zarr").exists()

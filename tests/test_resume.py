@@ -134,8 +134,11 @@ def test_a_run_killed_twice_ends_exactly_like_an_uninterrupted_one(
     exploration: str, demos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The offline end's evaluation comes back after its checkpoint, which `handover: best` cannot allow (its hand-over
-    # waits for that evaluation; the test of its kill is below), so this run hands over the last learner.
-    config = config_file(tmp_path, checkpoint_interval=200, handover="last", **EXPLORATION[exploration])
+    # waits for that evaluation; the test of its kill is below), so this run hands over the last learner; nor can the
+    # handover's report evaluation, which waits for every evaluation before that checkpoint: none here.
+    config = config_file(
+        tmp_path, checkpoint_interval=200, handover="last", report_episodes=0, **EXPLORATION[exploration]
+    )
     offline, online = 50, 1000  # 20 episodes; online checkpoints after episodes 4, 8, 12 and 16
     whole_store, whole = copy_store(demos, tmp_path / "whole.zarr"), tmp_path / "whole"
     assert main(finetune(whole_store, whole, config, offline, online)) == 0
@@ -360,3 +363,9 @@ def test_a_run_killed_before_its_handover_hands_over_the_same_learner(demos: Pat
     np.testing.assert_array_equal(actions_b, actions_a)
     handovers = [r for r in RunLog(out).rows() if r.get("event") == "handover"]
     assert len(handovers) == 1 and handovers == [r for r in RunLog(whole).rows() if r.get("event") == "handover"]
+    # ... and scored the handed-over and the final policy once each, as the uninterrupted run did
+    reports = [
+        [{k: v for k, v in r.items() if k != "time"} for r in RunLog(run).rows() if "report" in r]
+        for run in (out, whole)
+    ]
+    assert [r["report"] for r in reports[0]] == ["handover", "final"] and reports[0] == reports[1]

@@ -130,7 +130,7 @@ def test_collect_into_a_read_only_store_refuses(
     with read_only(reach_store) as view:
         capsys.readouterr()
         assert main([*COLLECT, "--episodes", "2", "--store", str(view)]) == 2
-        one_line_error(capsys, "cannot be opened for appending (the store is not writable")
+        one_line_error(capsys, f"--store {view}: cannot write in {view} (a read-only file system)")
         assert main(["demos", "info", str(view)]) == 0  # reading needs no write access
         assert "episodes   2, steps 100" in capsys.readouterr().out
     assert store_files(reach_store) == before

@@ -38,6 +38,7 @@ STORE_STEPS = 50 * 50
 
 def suite_command(work: Path, *args: str) -> list[str]:
     grid = ["--only", "push-scripted", "--algo", "awac", "bc", "--offline-steps", "200", "--work", str(work)]
+    grid += ["--seeds", "1", "--no-compile"]
     return [sys.executable, str(BENCH / "suite.py"), *grid, "--ray", *args]
 
 
@@ -111,12 +112,14 @@ def check_run_came_back_whole(row: dict, offline: int, online: int) -> None:
     assert row["returncode"] == 0, row["last_output"]
     folder = Path(row["folder"])
     assert json.dumps(row["evals"]) == json.dumps(eval_rows(folder / "run"))  # as JSON: a NaN speed equals itself
-    assert [(e["phase"], e["updates"], e["env_steps"]) for e in row["evals"]] == [
-        ("offline", offline, 0),
-        ("online", offline + online, online),
+    assert [(e["phase"], e.get("report"), e["updates"], e["env_steps"]) for e in row["evals"]] == [
+        ("offline", None, offline, 0),
+        ("offline", "handover", offline, 0),
+        ("online", None, offline + online, online),
+        ("online", "final", offline + online, online),
     ]
     assert (folder / "run" / "metrics.jsonl").is_file() and Path(row["log"]).is_file()
-    with DemoStore.open(folder / "push.zarr") as copy:  # the run's own store copy, with its online episodes
+    with DemoStore.open(folder / "run" / "store.zarr") as copy:  # the run's own store copy, with its online episodes
         assert copy.num_steps == STORE_STEPS + online
 
 
@@ -134,7 +137,7 @@ def test_a_grid_on_a_two_node_ray_cluster_comes_back_whole(tmp_path: Path) -> No
             logs = "".join(p.read_text() for p in temp_dir.glob("session_*/logs/worker-*.out"))
             assert "push-scripted" in logs and "online" in logs, f"no run ran on the node of {temp_dir}"
     assert f"2 runs on Ray ({address})" in suite.stdout
-    results = json.loads((work / "suite-results.json").read_text())
+    results = json.loads((work / "results" / "defaults.json").read_text())
     assert sorted(results["runs"]) == ["push-scripted/awac/s0", "push-scripted/bc/s0"]
     for row in results["runs"].values():
         assert row["where"] == f"ray {address}"
@@ -157,7 +160,7 @@ def test_a_ray_suite_stopped_by_a_signal_ends_in_one_line_keeping_the_finished_r
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     work = tmp_path / "work"
-    # The first run is short; the second is stopped while its finetune runs (its offline eval is printed).
+    # Both offline phases run first; the first online phase is short; the second is stopped while it runs.
     # Its scratch folder is under `scratch` (TMPDIR), so a finetune left running would show it in its command;
     # short, because Ray keeps its unix sockets under TMPDIR too (a socket path must stay under 108 bytes).
     scratch = Path(tempfile.mkdtemp(prefix="suite-", dir="/tmp"))
@@ -171,7 +174,7 @@ def test_a_ray_suite_stopped_by_a_signal_ends_in_one_line_keeping_the_finished_r
     readers = [read_lines(suite.stdout, out), read_lines(suite.stderr, err)]
     try:
         deadline = time.monotonic() + 300
-        while not any(" s0 offline " in line for line in out[next_run_start(out) :]):
+        while not any(" s0 final policy" in line for line in out):  # the first run's end: the second starts
             assert suite.poll() is None and time.monotonic() < deadline, "".join(out + err)
             time.sleep(0.2)
         if sig == signal.SIGINT:
@@ -187,7 +190,7 @@ def test_a_ray_suite_stopped_by_a_signal_ends_in_one_line_keeping_the_finished_r
             reader.join(timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    results = work / "suite-results.json"
+    results = work / "results" / "defaults.json"
     assert suite.returncode == 128 + sig, "".join(out + err)
     assert err == [f"suite: stopped by {sig.name}: 1 of 2 runs finished, kept in {results}\n"], "".join(err)
     assert "Token authentication" not in "".join(out)  # Ray's start-up notices are for --verbose
@@ -198,12 +201,6 @@ def test_a_ray_suite_stopped_by_a_signal_ends_in_one_line_keeping_the_finished_r
     while leftovers := [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(scratch) in read_cmdline(p)]:
         assert time.monotonic() < deadline, f"processes left running: {leftovers}"
         time.sleep(0.5)
-
-
-def next_run_start(out: list[str]) -> int:
-    """Where the output of the second run starts: after the first run's online evaluation."""
-    firsts = [i for i, line in enumerate(out) if " s0 online " in line]
-    return firsts[0] + 1 if firsts else len(out)
 
 
 def read_cmdline(path: Path) -> str:

@@ -13,12 +13,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, assert_gone_soon, finetune_args, processes_of, wait_for, worker_pids, write_config
+from train_helpers import (
+    TINY,
+    assert_gone_soon,
+    finetune_args,
+    processes_of,
+    running,
+    wait_for,
+    worker_pids,
+    write_config,
+)
 
 from awac_robot.collect import CollectConfig, collect
 from awac_robot.envs import get_spec, make_env
@@ -113,12 +123,17 @@ def test_each_step_is_handed_on_after_the_weights_for_the_next_action_are_out() 
     assert events == ["publish", "publish", "update 0", "publish", "update 1", "update 2"]
 
 
-def start_run(demos: Path, tmp_path: Path, online: int) -> tuple[subprocess.Popen, Path, Path]:
+def start_run(demos: Path, tmp_path: Path, online: int, **settings: object) -> tuple[subprocess.Popen, Path, Path]:
     store, out = tmp_path / "reach.zarr", tmp_path / "run"
     shutil.copytree(demos, store)
-    args = finetune_args(store, out, write_config(tmp_path, **SETTINGS), 20, online, task="reach", seed=1)
+    config = write_config(tmp_path, **SETTINGS, **settings)
+    args = finetune_args(store, out, config, 20, online, task="reach", seed=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "awac_robot", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "awac_robot", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a command started from a terminal
     )
     return proc, store, out
 
@@ -162,3 +177,52 @@ def test_a_sigkilled_trainer_takes_its_workers_with_it_even_a_stopped_one(demos:
             proc.kill()
         proc.wait()
     assert_gone_soon(children)
+
+
+def stop_a_worker(
+    demos: Path, tmp_path: Path, name: str, then: Callable[[subprocess.Popen], None], **settings: object
+) -> tuple[int, float, str, Path, int]:
+    """A finetune whose `name` worker is SIGSTOPped once the run is online, then `then(run)`: the run's exit
+    code, the seconds from `then` to the exit, its stderr, its folder and the stopped worker's pid."""
+    proc, store, out = start_run(demos, tmp_path, online=5000, **settings)
+    try:
+        wait_for(lambda: online_episodes(store) >= 1, proc, "an online episode")
+        pid = worker_pids(out)[name]
+        os.kill(pid, signal.SIGSTOP)  # alive, its pipe open, answering nothing
+        then(proc)
+        acted = time.monotonic()
+        code = proc.wait(timeout=120)  # never a hang
+        waited = time.monotonic() - acted
+        error = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return code, waited, error, out, pid
+
+
+@pytest.mark.parametrize("name", ["evaluation", "exploration"])
+def test_a_stopped_worker_stops_the_run_with_one_line_once_its_heartbeat_is_late(
+    demos: Path, tmp_path: Path, name: str
+) -> None:
+    code, waited, error, out, pid = stop_a_worker(demos, tmp_path, name, lambda run: None, worker_timeout=3)
+    assert code == 2, error
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert f"error: the {name} worker (pid {pid}) stopped answering: it sent no heartbeat for " in error
+    assert "worker_timeout is 3 s" in error and "--resume" in error
+    assert 3 <= waited < 60
+    assert not running(pid)  # the stopped worker was killed, not left behind
+    assert list((out / "checkpoints").glob("ckpt_*.pt"))  # what --resume continues from
+
+
+def ctrl_c(run: subprocess.Popen) -> None:
+    time.sleep(2.0)  # the trainer now waits for the stopped worker's reply
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+
+
+@pytest.mark.parametrize("name", ["evaluation", "exploration"])
+def test_ctrl_c_ends_a_run_at_once_while_a_worker_is_stopped(demos: Path, tmp_path: Path, name: str) -> None:
+    code, waited, error, _, pid = stop_a_worker(demos, tmp_path, name, ctrl_c)  # default worker_timeout: a minute
+    assert code == 130 and error.strip() == "interrupted", error
+    assert waited < 15
+    assert not running(pid)

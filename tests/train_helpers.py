@@ -20,6 +20,7 @@ TINY = {
     "batch_size": 32,
     "threads": 1,
     "eval_episodes": 1,
+    "report_episodes": 2,
     "eval_interval": 200,
     "offline_eval_interval": 100,
     "log_interval": 50,

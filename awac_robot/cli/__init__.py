@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(exc: Exception) -> bool:
     from awac_robot.envs import TaskError
     from awac_robot.gl import RenderError
+    from awac_robot.outputs import OutputError
+    from awac_robot.rollout import SeedError
     from awac_robot.spec import SpecMismatch
 
-    return isinstance(exc, (UserError, TaskError, SpecMismatch, RenderError, FileNotFoundError))
+    return isinstance(exc, (UserError, TaskError, SpecMismatch, RenderError, SeedError, OutputError, FileNotFoundError))

@@ -52,13 +52,15 @@ def _step(title: str, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from awac_robot.demonstrators.catalog import task_demonstrators
+    from awac_robot.export import card_path
+    from awac_robot.outputs import check_output_folder
 
     if not task_demonstrators(args.task).scripted:
         raise UserError(
             f"the demo collects with a scripted expert and task '{args.task}' has none; "
             "'awac-robot tasks' shows how to collect its demonstrations"
         )
-    out: Path = args.out
+    out: Path = check_output_folder(args.out, "--out", None)
     if out.exists():
         if not (out / ".awac-robot-demo").exists():
             raise UserError(f"{out} exists and was not made by 'awac-robot demo'; pass another --out")
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nDone. Everything is in {out}/: the demonstration store ({store.name}; 'awac-robot demos info {store}'),"
         f" the training run (run/: config.yaml, metrics.jsonl, curve.png, checkpoints), the ONNX policy and its"
-        f" card ({policy.name}), the controller and robot run logs (deploy-logs/; format in docs/deploy.md) and"
+        f" card ({policy.name}, {card_path(policy).name}), the controller and robot run logs (deploy-logs/; format"
+        f" in docs/deploy.md) and"
         f" the video of the deployment (deploy.mp4)."
     )
     return 0

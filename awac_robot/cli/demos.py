@@ -11,6 +11,7 @@ from awac_robot.cli import minari_commands
 from awac_robot.cli.collect import default_store
 from awac_robot.cli.errors import UserError
 from awac_robot.importers import import_dapg
+from awac_robot.outputs import STORE, check_output_folder
 from awac_robot.store import StoreError
 from awac_robot.store_ops import (
     DimStats,
@@ -226,7 +227,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    store = args.store or default_store(args.task)
+    store = check_output_folder(args.store or default_store(args.task), "--store", STORE)
     summary = import_dapg(args.file, args.task, store)
     print(
         f"imported {summary.episodes} episodes ({summary.steps} steps) from {args.file} into {store} "

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = subparsers.add_parser(
         "export",
-        help="export a checkpoint to a verified ONNX policy with a policy card",
+        help="export a checkpoint to a verified ONNX policy with a policy card (NAME.card.yaml beside it)",
         description=(
             "Write the deterministic policy (the averaged actor by default) of a checkpoint (or a run folder's "
             "latest) as ONNX, with the task spec "
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write, e.g. policies/door.onnx")
     export.add_argument("--store", type=Path, help="verify on observations from this demo store")
     export.add_argument("--verify", type=int, default=2000, help="rollout observations when no --store (>= 1000)")
+    export.add_argument(
+        "--force", action="store_true", help="replace files at --out (and its card) that awac-robot did not write"
+    )
     export.set_defaults(handler=run_export)
 
     deploy = subparsers.add_parser(
@@ -122,9 +125,17 @@ def checked(make: Callable[[], DeployConfig]) -> DeployConfig:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from awac_robot.export import ExportError, export_actor, load_checkpoint, rollout_observations, store_observations
+    from awac_robot.export import (
+        ExportError,
+        check_export_paths,
+        export_actor,
+        load_checkpoint,
+        rollout_observations,
+        store_observations,
+    )
     from awac_robot.store import StoreError
 
+    check_export_paths(args.out, args.force)  # before the work: a path that will be refused is said first
     actor = load_checkpoint(args.checkpoint)
     if args.store is not None:
         try:
@@ -136,7 +147,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(f"--verify {args.verify} is too few: export verifies on at least 1000 observations")
         obs, source = rollout_observations(actor, args.verify), f"{args.verify} rollout steps in task {actor.spec.name}"
     try:
-        report = export_actor(actor, args.out, obs, source)
+        report = export_actor(actor, args.out, obs, source, force=args.force)
     except ExportError as exc:
         raise UserError(str(exc)) from None
     print(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from awac_robot.cli.collect import default_store
 from awac_robot.minari_io import export_minari, import_minari
+from awac_robot.outputs import STORE, check_output_folder
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -53,7 +54,7 @@ def register(
 
 
 def run_import(args: argparse.Namespace) -> int:
-    store = args.store or default_store(args.task)
+    store = check_output_folder(args.store or default_store(args.task), "--store", STORE)
     summary = import_minari(args.dataset, args.task, store, args.reward)
     print(
         f"imported {summary.episodes} episodes ({summary.steps} steps) of Minari dataset {summary.dataset_id} "
@@ -71,6 +72,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_output_folder(args.out, "--out", None)
     summary = export_minari(args.store, args.out, args.dataset_id)
     print(f"exported {summary.episodes} episodes ({summary.steps} steps) of {args.store} to {summary.path}")
     print(

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run the deterministic policy of a checkpoint (or a run's latest) or of an exported ONNX file on "
             "the trainer's evaluation episodes (the same seeds, so the figures compare), print each episode "
-            "and the success rate with its 95%% Wilson interval."
+            "and the success rate with its 95% Wilson interval."
         ),
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -67,8 +67,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--policy", type=Path, help="ONNX policy from 'awac-robot export'")
     parser.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes; ONNX: 30)")
     parser.add_argument("--seed", type=int, help="evaluation seed set (default: the run's seed; ONNX: 0)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="score on the report seeds, as the trainer scores its handed-over and final policy (the same for every "
+        "run seed; default episodes: the run's report_episodes, ONNX: 100)",
+    )
     parser.add_argument("--video", type=Path, metavar="DIR", help="also write one mp4 per episode into DIR")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--force", action="store_true", help="replace videos of an earlier evaluation in --video DIR")
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -111,9 +118,14 @@ def run_training(args: argparse.Namespace) -> int:
         result = trainer.train()
     except (ConfigError, TrainingError, StoreError, RunLogError) as exc:
         raise UserError(str(exc)) from None
+    reports = "".join(
+        f"; {name} policy {r['success_rate']:.2f} over {r['episodes']} report episodes"
+        for name, r in trainer.reports.items()
+    )
     print(
         f"run {out}: {trainer.counters.updates} updates, {trainer.counters.env_steps} online env steps, "
         f"eval success {result.get('success_rate', float('nan')):.2f} over {result.get('episodes', 0)} episodes"
+        f"{reports}"
     )
     return 0
 
@@ -122,47 +134,69 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from awac_robot.filming import FilmedEpisode
-    from awac_robot.rollout import FunctionActor
-    from awac_robot.train.evaluation import deterministic_actor, eval_seed, run_evaluation
+    from awac_robot.outputs import check_output_folder
+    from awac_robot.rollout import FunctionActor, check_seed
+    from awac_robot.train.evaluation import REPORT, SELECT, deterministic_actor, eval_seed, run_evaluation
     from awac_robot.video import write_video
 
     if args.checkpoint is not None:
         loaded = load_actor(args.checkpoint)
         actor, spec, run_id, step = deterministic_actor(loaded.policy), loaded.spec, loaded.run_id, loaded.step
-        episodes, seed = loaded.config.eval_episodes, loaded.config.seed
+        episodes, seed = (
+            loaded.config.report_episodes if args.report else loaded.config.eval_episodes,
+            loaded.config.seed,
+        )
         source = str(args.checkpoint)
     else:
         from awac_robot.onnx_policy import OnnxPolicy
 
         policy = OnnxPolicy(args.policy)
         actor, spec, run_id, step = FunctionActor(policy), policy.spec, policy.metadata.run_id, policy.metadata.step
-        episodes, seed = TrainConfig.eval_episodes, 0
+        episodes, seed = TrainConfig.report_episodes if args.report else TrainConfig.eval_episodes, 0
         source = str(args.policy)
     episodes = args.episodes if args.episodes is not None else episodes
+    purpose = REPORT if args.report else SELECT
     seed = args.seed if args.seed is not None else seed
     if episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {episodes}")
+    check_seed(seed)
+    if args.video is not None:
+        check_output_folder(args.video, "--video", None)
+        earlier = sorted(args.video.glob("episode_*.mp4")) if args.video.is_dir() else []
+        if earlier and not args.force:
+            raise UserError(
+                f"--video {args.video} holds videos of an earlier evaluation ({earlier[0].name}, ...): choose "
+                "another folder, or pass --force to replace them"
+            )
     env = make_env(spec.name, reward="sparse", render_mode="rgb_array" if args.video else None)
     spec.check_matches(env.config.spec, f"policy {source}")
     written: list[Path] = []
 
     def save_video(index: int, film: FilmedEpisode) -> None:
         outcome = "solved" if film.episode.solved else "failed"
-        path = args.video / f"episode_{index:03d}_seed_{eval_seed(seed, index)}_{outcome}.mp4"
+        path = args.video / f"episode_{index:03d}_seed_{eval_seed(seed, index, purpose)}_{outcome}.mp4"
         written.append(write_video(path, film.frames, film.fps))
 
     try:
-        result = run_evaluation(actor, env, episodes, seed, save_video if args.video else None)
+        result = run_evaluation(actor, env, episodes, seed, save_video if args.video else None, purpose)
     finally:
         env.close()
     low, high = result.interval
     if args.json:
-        payload = {"policy": source, "task": spec.name, "run_id": run_id, "step": step, "seed": seed}
+        payload = {
+            "policy": source,
+            "task": spec.name,
+            "run_id": run_id,
+            "step": step,
+            "seed": seed,
+            "purpose": purpose,
+        }
         print(json.dumps({**payload, **result.to_dict(), "videos": [str(p) for p in written]}))
         return 0
     print(
         f"{source}: run {run_id} update {step}, task {spec.name}, {episodes} episodes, "
-        f"seeds {eval_seed(seed, 0)}..{eval_seed(seed, episodes - 1)} (evaluation seed set {seed})"
+        f"seeds {eval_seed(seed, 0, purpose)}..{eval_seed(seed, episodes - 1, purpose)} "
+        + ("(the report seeds)" if args.report else f"(evaluation seed set {seed})")
     )
     print(f"{'episode':>7} {'seed':>8} {'steps':>5} {'return':>8}  {'solved':<6} {'at step':>7}")
     for index, score in enumerate(result.scores):

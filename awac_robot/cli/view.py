@@ -12,6 +12,7 @@ import numpy as np
 
 from awac_robot.cli.errors import UserError
 from awac_robot.envs import FRAME_SIZE
+from awac_robot.outputs import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--out", type=Path, help="picture to write, .png or .jpg (default TASK.png)")
     parser.add_argument("--seed", type=int, default=0, help="reset seed: the task's random start")
     parser.add_argument("--size", type=int, default=480, help="frame width and height in pixels")
+    parser.add_argument("--force", action="store_true", help="replace an existing file at the output path")
     parser.set_defaults(handler=run_render)
 
     parser = subparsers.add_parser(
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--grid", type=Path, help="write a contact sheet .png: a row per episode, frames across")
     parser.add_argument("--columns", type=int, default=6, help="frames per episode on the contact sheet")
     parser.add_argument("--size", type=int, help=f"frame size in pixels (default {FRAME_SIZE}; sheet 160)")
+    parser.add_argument("--force", action="store_true", help="replace an existing file at the output path")
     parser.set_defaults(handler=run_replay)
 
     parser = subparsers.add_parser(
@@ -50,28 +53,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="draw training runs: success curves, Q, advantage weights, losses, speed",
         description=(
             "Draw one figure of one or more run folders: eval success offline (vs updates) and online (vs env "
-            "steps) with 95%% Wilson bands, Q statistics, the advantage weights' effective sample size, losses and "
+            "steps) with 95% Wilson bands, Q statistics, the advantage weights' effective sample size, losses and "
             "updates/s. Runs of the same task and algorithm (seeds) are drawn as their mean with the spread."
         ),
     )
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders (train/finetune --out)")
     parser.add_argument("--out", type=Path, default=Path("plot.png"), help="figure to write (.png, .svg or .pdf)")
     parser.add_argument("--title", help="figure title (default: task, algorithm, runs and seeds)")
+    parser.add_argument("--force", action="store_true", help="replace an existing file at the output path")
     parser.set_defaults(handler=run_plot)
 
 
 def run_render(args: argparse.Namespace) -> int:
     from awac_robot.envs import make_env
-    from awac_robot.video import label, write_image
+    from awac_robot.rollout import check_seed
+    from awac_robot.video import IMAGE_SUFFIXES, label, write_image
 
     _check_size(args.size)
+    check_seed(args.seed)
+    out = check_output_file(
+        args.out or Path(f"{Path(args.task).stem}.png"), "--out", "picture", IMAGE_SUFFIXES, force=args.force
+    )
     env = make_env(args.task, render_mode="rgb_array", size=args.size)
     try:
         env.reset(seed=args.seed)
         frame = label(env.render(), f"{env.config.name} after reset (seed {args.seed})")
     finally:
         env.close()
-    out = write_image(args.out or Path(f"{Path(args.task).stem}.png"), frame)
+    write_image(out, frame)
     print(f"wrote {out} ({frame.shape[1]}x{frame.shape[0]})")
     return 0
 
@@ -79,7 +88,7 @@ def run_render(args: argparse.Namespace) -> int:
 def run_replay(args: argparse.Namespace) -> int:
     from awac_robot.replay import ReplayError, replay_deployment, replay_episodes
     from awac_robot.store import StoreError
-    from awac_robot.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_suffix, contact_sheet, write_image, write_video
+    from awac_robot.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, contact_sheet, write_image, write_video
 
     if (args.store is None) == (args.log is None):
         raise UserError("give a demo store with --episode N, or a deploy run folder with --log DIR")
@@ -88,9 +97,9 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.log is not None and args.episode:
         raise UserError("--episode picks episodes of a store; --log replays the whole deployment")
     if args.video:
-        check_suffix(args.video, VIDEO_SUFFIXES, "video")
+        check_output_file(args.video, "--video", "video", VIDEO_SUFFIXES, force=args.force)
     if args.grid:
-        check_suffix(args.grid, IMAGE_SUFFIXES, "contact sheet")
+        check_output_file(args.grid, "--grid", "contact sheet", IMAGE_SUFFIXES, force=args.force)
     if args.video and args.grid:
         raise UserError("--video and --grid each film the episodes at their own size: ask for one at a time")
     if args.columns < 1:
@@ -142,9 +151,8 @@ def _check_size(size: int) -> None:
 
 def run_plot(args: argparse.Namespace) -> int:
     from awac_robot.train.plots import PlotError, Run, draw_runs
-    from awac_robot.video import check_suffix
 
-    check_suffix(args.out, (".png", ".svg", ".pdf"), "figure")
+    check_output_file(args.out, "--out", "figure", (".png", ".svg", ".pdf"), force=args.force)
     try:
         runs = [Run.load(path) for path in args.runs]
         out = draw_runs(runs, args.out, args.title)

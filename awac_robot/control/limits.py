@@ -12,6 +12,7 @@ limits from any working directory.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -285,7 +286,34 @@ def check_config(config: DeployConfig, spec: TaskSpec) -> None:
             raise _fail(where, name, allowed, value)
     if not 0 <= config.priority <= MAX_PRIORITY:
         raise _fail(where, "priority", f"an integer in [0, {MAX_PRIORITY}] (0: normal scheduling)", config.priority)
+    if config.estop_file is not None and not config.estop_file.strip():
+        # what a script passing an unset "$ESTOP" gives: an e-stop that could never be pressed
+        raise _fail(where, "estop_file", "a file path (or no e-stop file at all)", config.estop_file)
     _check_limits(config.limits, spec, where)
+
+
+def check_estop_file(config: DeployConfig) -> None:
+    """Raise LimitsError unless creating the e-stop file can work now: its folder exists, the path is no
+    dangling link, and the file is not there already (an e-stop pressed before the start).
+
+    Run once by the supervisor before anything starts, not by every process: a file created
+    after the start is an e-stop, not a wrong config.
+    """
+    if config.estop_file is None:
+        return
+    path, where = Path(config.estop_file), config.source or "deploy config"
+    if path.is_symlink() and not path.exists():
+        raise LimitsError(
+            f"{where}: the e-stop file {path} is a link to {os.readlink(path)}, which does not exist: "
+            "give a path whose creation can be seen"
+        )
+    if not path.parent.is_dir():
+        raise LimitsError(
+            f"{where}: the folder of the e-stop file {path} does not exist (or is a dangling link): "
+            "create it, or give another --estop-file"
+        )
+    if path.exists():
+        raise LimitsError(f"{where}: the e-stop file {path} exists already (the e-stop is pressed): remove it to start")
 
 
 def _check_limits(lim: SafetyLimits, spec: TaskSpec, where: str) -> None:

@@ -14,6 +14,7 @@ and the robot's watchdog holds once commands stop.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -38,13 +39,16 @@ from awac_robot.control.channels import (
 )
 from awac_robot.control.controller import ControllerConfig
 from awac_robot.control.drivers.loading import DriverDefinition, driver_class
-from awac_robot.control.limits import DeployConfig, check_config
+from awac_robot.control.limits import DeployConfig, LimitsError, check_config, check_estop_file
 from awac_robot.control.robot import SIM_DRIVER, RobotConfig
 from awac_robot.control.runlog import load_log, summarize
 from awac_robot.control.safety import EVENTS
 from awac_robot.control.watchdog import LATCHED, hold_reason_names
 from awac_robot.envs import get_spec
 from awac_robot.onnx_policy import OnnxPolicy
+from awac_robot.outputs import DEPLOY_RUN, OutputError, check_output_folder
+from awac_robot.rollout import check_seed
+from awac_robot.store_lock import LOCK_NAME, LockHeld, WriterLock
 
 #: a child whose heartbeat is older than this (seconds) is considered hung
 HEARTBEAT_TIMEOUT = 0.5
@@ -136,6 +140,13 @@ class Supervisor:
         self.spec = get_spec(config.task)
         check_config(config, self.spec)  # a config built in code gets the same checks as a limits file
         OnnxPolicy(policy).check_spec(self.spec)  # refuse here, in one line, before any process starts
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            raise DeployError(f"--duration must be a positive number of seconds (0: until Ctrl-C), got {duration}")
+        check_seed(seed)
+        try:
+            check_estop_file(config)
+        except LimitsError as exc:
+            raise DeployError(str(exc)) from None
         self.robot = robot or DriverDefinition(SIM_DRIVER)
         driver_class(self.robot.target)  # a driver that cannot be imported is refused before anything starts
         self.policy, self.config, self.duration, self.run_dir = policy, config, duration, run_dir
@@ -144,19 +155,33 @@ class Supervisor:
         self.robot_pid: int | None = None
         self.controller_pid: int | None = None
         self._command = np.zeros(SUPERVISOR_LAYOUT.size)
+        #: held from here to the end of `run`: a second deploy given the same --log is refused, not interleaved
+        self._lock = WriterLock(run_dir)
         self._prepare_run_dir()
+        #: what ended the run from outside (Ctrl-C, SIGTERM), for its last line
+        self._stopped_by: str | None = None
 
     def _prepare_run_dir(self) -> None:
-        """Create the run folder now, so an unwritable or used --log fails before anything moves."""
+        """Create and lock the run folder now, so an unwritable or used --log fails before anything moves."""
         try:
-            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            check_output_folder(self.run_dir, "--log", DEPLOY_RUN)
+        except OutputError as exc:
+            raise DeployError(str(exc)) from None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            had_lock = self._lock.path.exists()
+            self._lock.acquire()  # first: a folder another deploy is writing is named as such
+            if any(p.name != LOCK_NAME for p in self.run_dir.iterdir()):
+                self._lock.release()
+                if not had_lock:  # leave a folder that is not ours as it was
+                    self._lock.path.unlink()
                 raise DeployError(
                     f"{self.run_dir} already holds a run: choose another --log (run logs are never overwritten)"
                 )
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+        except LockHeld as exc:
+            raise DeployError(
+                f"{self.run_dir} is the run folder of another deploy ({exc.holder}): choose another --log"
+            ) from None
         except OSError as exc:
             raise DeployError(
                 f"cannot write the run log folder {self.run_dir} ({exc.strerror or exc}): choose another --log"
@@ -194,6 +219,8 @@ class Supervisor:
         names, me = channels.names(), os.getpid()
         robot = controller = None
         problems: list[str] = []
+        # SIGTERM (a service manager, `kill`) stops the run as Ctrl-C does: held, logged, shared memory freed
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             robot_cfg = RobotConfig(self.config, names, self.seed, me, str(self.run_dir / ROBOT_LOG), self.robot)
             robot = Child("robot process", "awac_robot.control.robot", robot_cfg.to_json())
@@ -213,11 +240,17 @@ class Supervisor:
             try:
                 problems = self._watch(controller, robot, on_tick)
             except KeyboardInterrupt:
-                self.say("stopping (controller holds, then exits)")
+                self._stopped_by = self._stopped_by or "Ctrl-C"
+                self.say(f"stopping on {self._stopped_by} (controller holds, then exits)")
                 self._send("stop")
         except DeployError as exc:
             problems = [str(exc)]
+        except KeyboardInterrupt:
+            self._stopped_by = self._stopped_by or "Ctrl-C"
+            problems = [f"stopped by {self._stopped_by} while starting"]
+            self.say(problems[-1])
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
             if problems and robot is not None:
                 self._confirm_hold(robot, problems)
             if controller is not None and controller.is_alive():
@@ -228,7 +261,15 @@ class Supervisor:
                 robot.end()
             robot_status = read_fields(channels.robot, ROBOT_LAYOUT)
             channels.close()
-        return self._result(controller, robot, robot_status, problems)
+        try:
+            return self._result(controller, robot, robot_status, problems)
+        finally:
+            self._lock.release()
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._stopped_by = "SIGTERM"
+        raise KeyboardInterrupt
 
     def _confirm_hold(self, robot: Child, problems: list[str]) -> None:
         """Tell the robot to hold, wait for its status to show the latched hold, and let it hold for
@@ -265,7 +306,8 @@ class Supervisor:
                 problems.append(f"controller log {log} ends with: {meta['exit']}")
         elif controller is not None:
             problems.append(f"controller process exited with code {controller_code} and wrote no log")
-        self._note("FAILED: " + "; ".join(problems) if problems else "run ended cleanly")
+        ending = f"run stopped by {self._stopped_by}" if self._stopped_by else "run ended cleanly"
+        self._note("FAILED: " + "; ".join(problems) if problems else ending)
         return DeployResult(
             run_dir=self.run_dir,
             summary=summary,

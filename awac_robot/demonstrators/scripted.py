@@ -4,7 +4,7 @@ A demonstration is only useful if a policy that sees the observation can learn f
 an expert should act on the task's observation alone: the model's constants and kinematics
 (posed from the observed joints on a scratch copy) are fine, the live simulator state, memory
 of earlier steps and queues of planned actions are not. `tests/test_scripted.py` holds every
-expert to that, and lists the ones that do not yet meet it (door, hammer, slide, kitchen read
+expert to that, and lists the ones that do not yet meet it (door and slide read
 the live state). `rollout` scores any demonstrator the same way for the tests and
 `bench/demonstrators.py`.
 """

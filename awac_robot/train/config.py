@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from awac_robot.rollout import MAX_SEED
 from awac_robot.train.awac import (
     ADVANTAGE_SCALES,
     ALGOS,
@@ -28,10 +29,13 @@ from awac_robot.train.awac import (
     VALUE_ACTIONS,
     UpdateConfig,
 )
+from awac_robot.train.evaluation import MAX_REPORT_EPISODES, MAX_SELECT_EPISODES
 from awac_robot.train.noise_choice import RULES
 from awac_robot.train.sources import DEMONSTRATIONS, token_problem
 from awac_robot.yaml_files import read_mapping, reject_unknown
 
+#: the largest batch and layer width a config may ask for (the paper's are 1024 and 256)
+MAX_BATCH, MAX_WIDTH = 65_536, 16_384
 EXPLORE_MEANS = ("actor", "policy")
 HANDOVERS = ("last", "best")
 
@@ -52,6 +56,9 @@ class TrainConfig:
     # torch.compile the update's losses (forward and backward; the same maths). Off by default because it needs
     # a C++ compiler and the Python headers, and compiling costs more than a short run saves.
     compile: bool = False
+    # Seconds an evaluation or exploration worker may go without a heartbeat (a thread of its own, every 0.5 s)
+    # before the run stops, resumable, naming it: generous, because a loaded machine delays a thread by seconds.
+    worker_timeout: float = 60.0
 
     # networks (paper: 2 critics + targets, 256x256 MLPs, state-independent log-std)
     actor_hidden: tuple[int, ...] = (256, 256)
@@ -139,7 +146,13 @@ class TrainConfig:
     offline_fraction: float | None = None
 
     # evaluation, logging, checkpoints
-    eval_episodes: int = 30  # few enough to be cheap, enough for a standard error of ~7 points near 80%
+    # Evaluations of the learning curve, on selection seeds (train/evaluation.py): they choose the handover and
+    # best.pt. Few enough to be cheap, enough for a standard error of ~7 points near 80%.
+    eval_episodes: int = 30
+    # The handed-over and the final policy are each scored once more on this many report seeds, never used to choose
+    # (0: not at all): at 100 the standard error is 5 points or less, where a difference of two 30-episode scores
+    # has 12, and that is what comparing two configs rests on (bench/suite.py).
+    report_episodes: int = 100
     eval_interval: int = 5_000  # env steps between evaluations online
     offline_eval_interval: int = 5_000  # updates between evaluations offline
     log_interval: int = 1_000  # updates between metric lines
@@ -151,8 +164,9 @@ class TrainConfig:
             value = getattr(self, item.name)
             self._require(not isinstance(value, float) or math.isfinite(value), item.name, "must be finite")
         self._require(self.algo in ALGOS, "algo", f"must be one of {', '.join(ALGOS)}")
-        self._require(self.seed >= 0, "seed", "must be >= 0 (env seeds are derived from it)")
+        self._require(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (env seeds are derived from it)")
         self._require(self.threads >= 0, "threads", "must be >= 0 (0 = every core)")
+        self._require(1 <= self.worker_timeout <= 3600, "worker_timeout", "must be in [1, 3600] seconds")
         self._require(len(self.actor_hidden) > 0 and min(self.actor_hidden) > 0, "actor_hidden", "needs positive sizes")
         self._require(
             len(self.critic_hidden) > 0 and min(self.critic_hidden) > 0, "critic_hidden", "needs positive sizes"
@@ -195,7 +209,12 @@ class TrainConfig:
         self._require(self.explore_choice in RULES, "explore_choice", f"must be one of {RULES}")
         self._require(self.explore_memory >= 1, "explore_memory", "must be >= 1 (episodes)")
         self._require(self.handover in HANDOVERS, "handover", f"must be one of {HANDOVERS}")
-        self._require(self.batch_size >= 2, "batch_size", "must be >= 2")
+        # upper bounds: a value past them is a typo, and would fail as an allocation deep inside the first update
+        self._require(2 <= self.batch_size <= MAX_BATCH, "batch_size", f"must be in [2, {MAX_BATCH}]")
+        for name in ("actor_hidden", "critic_hidden"):
+            sizes = getattr(self, name)
+            self._require(max(sizes, default=0) <= MAX_WIDTH, name, f"needs layer sizes <= {MAX_WIDTH}")
+        self._require(self.critic_members <= 64, "critic_members", "must be <= 64")
         self._require(self.reward_scale > 0, "reward_scale", "must be > 0 (a negative scale turns rewards into costs)")
         self._require(token_problem(self.sources) is None, "sources", str(token_problem(self.sources)))
         self._require(self.offline_steps >= 0, "offline_steps", "must be >= 0")
@@ -207,6 +226,14 @@ class TrainConfig:
         self._require(frac is None or 0 <= frac <= 1, "offline_fraction", "must be null or in [0, 1]")
         for name in ("eval_episodes", "eval_interval", "offline_eval_interval", "log_interval", "checkpoint_interval"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(
+            self.eval_episodes <= MAX_SELECT_EPISODES, "eval_episodes", f"must be <= {MAX_SELECT_EPISODES} (seed sets)"
+        )
+        self._require(
+            0 <= self.report_episodes <= MAX_REPORT_EPISODES,
+            "report_episodes",
+            f"must be in [0, {MAX_REPORT_EPISODES}] (0: no report evaluations)",
+        )
         self._require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
 
     def _require(self, ok: bool, key: str, message: str) -> None:

@@ -7,8 +7,11 @@ them to one long-lived worker (its own env, its own torch with one thread, the t
 fixed eval seeds), which scores them with the same `evaluate` as `awac-robot evaluate` and,
 after the trainer has logged the result, redraws the run's curve.
 
-Requests are served in order, so results come back in eval order; the trainer records each
-one (log row, `best.pt`, the checkpoint's latest eval) with the counters of its snapshot.
+A request is either a point of the learning curve, scored on `eval_episodes` selection seeds, or
+a report (`handover`, `final`), scored on `report_episodes` report seeds (train/evaluation.py
+says why the two never share a seed). Requests are served in order, so results come back in
+eval order; the trainer records each one (log row, `best.pt`, the checkpoint's latest eval)
+with the counters of its snapshot.
 A checkpoint holds the requests still outstanding, so a run killed with an evaluation in
 flight redoes exactly those on resume (train/finetune.py).
 """
@@ -29,11 +32,13 @@ from awac_robot.envs import make_env
 from awac_robot.spec import TaskSpec
 from awac_robot.train.build import build_actor
 from awac_robot.train.config import TrainConfig, from_dict, setup_torch
-from awac_robot.train.evaluation import evaluate
+from awac_robot.train.evaluation import REPORT, SELECT, evaluate
 from awac_robot.train.plots import draw_curve
 from awac_robot.train.worker import STOP, Worker
 
-EVALUATE, CURVE = "evaluate", "curve"
+EVALUATE, REPORT_EVAL, CURVE = "evaluate", "report", "curve"
+#: what a report evaluation scores: the policy handed to the online phase, and the one the run ends with
+REPORTS = ("handover", "final")
 
 
 @dataclass(frozen=True)
@@ -45,29 +50,45 @@ class EvalRequest:
     #: wall-clock time of the snapshot: the log row carries it, not the time the result came back
     time: float
     policy: dict[str, torch.Tensor]
+    #: None: a point of the learning curve (selection seeds); else which report it is (report seeds)
+    report: str | None = None
 
     @classmethod
-    def snapshot(cls, phase: str, counters: dict[str, Any], time: float, policy: torch.nn.Module) -> EvalRequest:
-        return cls(phase, counters, time, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+    def snapshot(
+        cls, phase: str, counters: dict[str, Any], time: float, policy: torch.nn.Module, report: str | None = None
+    ) -> EvalRequest:
+        return cls(phase, counters, time, {k: v.detach().clone() for k, v in policy.state_dict().items()}, report)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "counters": dict(self.counters), "time": self.time, "policy": self.policy}
+        return {
+            "phase": self.phase, "counters": dict(self.counters), "time": self.time, "policy": self.policy,
+            "report": self.report,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalRequest:
-        return cls(data["phase"], dict(data["counters"]), float(data["time"]), dict(data["policy"]))
+        return cls(data["phase"], dict(data["counters"]), float(data["time"]), dict(data["policy"]), data.get("report"))
 
 
 class EvalWorker:
     """The trainer's side: requests go out in order, results come back in the same order."""
 
     def __init__(self, config: TrainConfig, spec: TaskSpec, reward_mode: str) -> None:
-        self.worker = Worker("evaluation", serve, config.to_dict(), spec.to_dict(), reward_mode, queued=True)
+        self.worker = Worker(
+            "evaluation",
+            serve,
+            config.to_dict(),
+            spec.to_dict(),
+            reward_mode,
+            timeout=config.worker_timeout,
+            queued=True,
+        )
         self._queue: deque[EvalRequest | None] = deque()  # None: a curve to draw, acknowledged without a result
         self._redraw: Path | None = None  # a curve asked for while one was being drawn: drawn after it
 
     def submit(self, request: EvalRequest) -> None:
-        self.worker.send((EVALUATE, {k: v.numpy() for k, v in request.policy.items()}))
+        kind = EVALUATE if request.report is None else REPORT_EVAL
+        self.worker.send((kind, {k: v.numpy() for k, v in request.policy.items()}))
         self._queue.append(request)
 
     def draw_curve(self, run_dir: Path) -> None:
@@ -112,9 +133,10 @@ def serve(conn: Connection, config_data: dict[str, Any], spec_data: dict[str, An
     policy = build_actor(config, TaskSpec.from_dict(spec_data)).requires_grad_(False)
     while (request := conn.recv()) is not STOP:
         kind, payload = request
-        if kind == EVALUATE:
+        if kind in (EVALUATE, REPORT_EVAL):
             policy.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in payload.items()})
-            conn.send(evaluate(policy, env, config.eval_episodes, config.seed))
+            episodes, purpose = (config.eval_episodes, SELECT) if kind == EVALUATE else (config.report_episodes, REPORT)
+            conn.send(evaluate(policy, env, episodes, config.seed, purpose))
         else:
             draw_curve(Path(payload))
             conn.send(None)

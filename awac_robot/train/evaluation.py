@@ -1,12 +1,22 @@
 """Policy evaluation: deterministic actions on freshly seeded episodes, the same seeds every time.
 
-Fixed seeds make two evaluations of a run comparable (the same door positions): episode i
-of the evaluation with run seed s is reset with `eval_seed(s, i)`, by the trainer and by
-`awac-robot evaluate` alike, so a checkpoint, its ONNX export and the trainer's own
-figure are scored on the same starts. The evaluation env is separate from the exploration
-env so evaluating never disturbs an episode being collected. A success rate over n
-episodes is reported with its 95% Wilson interval: at n = 30 a measured 0.5 means
-[0.33, 0.67], which is what two runs must beat before they differ.
+Fixed seeds make two evaluations comparable (the same door positions), and the seeds follow
+one rule, here, for the trainer and `awac-robot evaluate` alike. There are two disjoint sets:
+
+- *selection* seeds score the evaluations that may pick a policy: the learning curve's
+  evaluations, from which `handover: best` picks the offline policy handed to the online phase
+  and `best.pt` keeps the best. Episode i of run seed s starts from `1_000_000 + 1000 s + i`.
+- *report* seeds score the evaluations that report a policy: the handed-over policy and the
+  final one (`report_episodes` each). Episode i starts from `999_999 - i` whatever the run seed,
+  so every run and every candidate config is scored on the same starts (comparisons are paired),
+  and never on a start that took part in choosing the policy: the best of several evaluations
+  is an optimistic score of itself, and an unbiased one only on starts it was not picked on.
+
+All selection seeds are >= 1_000_000 and all report seeds are below, so the sets never meet.
+A checkpoint, its ONNX export and the trainer's own figure are scored on the same starts. The
+evaluation env is separate from the exploration env so evaluating never disturbs an episode
+being collected. A success rate over n episodes is reported with its 95% Wilson interval: at
+n = 30 a measured 0.5 means [0.33, 0.67], which is what two runs must beat before they differ.
 """
 
 from __future__ import annotations
@@ -23,13 +33,22 @@ from awac_robot.filming import FilmedEpisode, filmed_rollout
 from awac_robot.rollout import Actor, FunctionActor, rollout
 from awac_robot.store import Episode
 
+#: the first selection seed; report seeds count down from just below it
 EVAL_SEED_BASE = 1_000_000
+#: selection evaluations of one run seed: so the seed sets of two run seeds never overlap either
+MAX_SELECT_EPISODES = 1000
+#: report evaluations: their seeds stay >= 0
+MAX_REPORT_EPISODES = 100_000
+SELECT, REPORT = "select", "report"
 #: z for a two-sided 95% interval
 Z95 = 1.959963984540054
 
 
-def eval_seed(run_seed: int, index: int) -> int:
-    return EVAL_SEED_BASE + 1000 * run_seed + index
+def eval_seed(run_seed: int, index: int, purpose: str = SELECT) -> int:
+    """The env seed of evaluation episode `index`: selection seeds depend on the run seed, report seeds do not."""
+    if purpose == REPORT:
+        return EVAL_SEED_BASE - 1 - index
+    return EVAL_SEED_BASE + MAX_SELECT_EPISODES * run_seed + index
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -116,20 +135,24 @@ def run_evaluation(
     episodes: int,
     seed: int = 0,
     on_film: Callable[[int, FilmedEpisode], None] | None = None,
+    purpose: str = SELECT,
 ) -> Evaluation:
     """Score `actor` on `episodes` episodes; with `on_film` (the env must render) each one is filmed and handed over."""
     scores = []
     for index in range(episodes):
+        start = eval_seed(seed, index, purpose)
         if on_film is None:
-            episode = rollout(env, actor, eval_seed(seed, index))
+            episode = rollout(env, actor, start)
         else:
-            film = filmed_rollout(env, actor, eval_seed(seed, index), f"{env.config.name} eval episode {index}")
+            film = filmed_rollout(env, actor, start, f"{env.config.name} eval episode {index}")
             on_film(index, film)
             episode = film.episode
         scores.append(EpisodeScore.of(episode))
     return Evaluation(scores)
 
 
-def evaluate(policy: torch.nn.Module, env: TaskEnv, episodes: int, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    policy: torch.nn.Module, env: TaskEnv, episodes: int, seed: int = 0, purpose: str = SELECT
+) -> dict[str, float]:
     """Success rate (solved at any step, the DAPG/AWAC convention), mean return and steps taken."""
-    return run_evaluation(deterministic_actor(policy), env, episodes, seed).metrics()
+    return run_evaluation(deterministic_actor(policy), env, episodes, seed, purpose=purpose).metrics()

@@ -135,7 +135,9 @@ class ExplorerWorker:
     ) -> None:
         self.weights = {name: SharedWeights(network) for name, network in networks.items()}
         shared = {name: (weights.flat, weights.layout) for name, weights in self.weights.items()}
-        self.worker = Worker("exploration", serve, config.to_dict(), spec.to_dict(), reward_mode, shared)
+        self.worker = Worker(
+            "exploration", serve, config.to_dict(), spec.to_dict(), reward_mode, shared, timeout=config.worker_timeout
+        )
 
     def steps(
         self, seed: int, budget: int, rng: torch.Generator, noise_scale: float, source: str

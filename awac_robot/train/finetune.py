@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,9 +39,11 @@ from tqdm import tqdm
 
 from awac_robot.demonstrators.catalog import collect_hint
 from awac_robot.envs import get_spec
+from awac_robot.outputs import RUN, check_output_folder
 from awac_robot.provenance import Batch
 from awac_robot.spec import TaskSpec
 from awac_robot.store import DemoStore, Episode, StoreError, online_source
+from awac_robot.store_lock import LOCK_NAME, LockHeld, WriterLock
 from awac_robot.train.awac import AWACLearner, NonFiniteError
 from awac_robot.train.build import build_learner
 from awac_robot.train.checkpoint import (
@@ -136,6 +139,39 @@ class Trainer:
         self.evaluator: EvalWorker | None = None
         self.explorer: ExplorerWorker | None = None
         self._evals_to_redo: list[EvalRequest] = []
+        check_output_folder(self.run_dir, "--out", RUN)
+        #: held until `train` ends: a second train/finetune on this folder is refused, never interleaved
+        self._lock = self._lock_run_dir()
+        try:
+            self._start(store_path, config, resume, online, tensorboard)
+        except BaseException:
+            self._release_run_dir()
+            raise
+
+    def _lock_run_dir(self) -> WriterLock:
+        self._created_run_dir = not self.run_dir.exists()
+        lock = WriterLock(self.run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except LockHeld as held:
+            raise TrainingError(
+                f"run folder {self.run_dir} is in use by another train or finetune ({held.holder}): "
+                "wait for it to end, or choose another --out"
+            ) from None
+        except OSError as exc:
+            raise TrainingError(f"cannot write the run folder {self.run_dir} ({exc.strerror or exc})") from None
+        return lock
+
+    def _release_run_dir(self) -> None:
+        """Let go of the run folder; one this run created and left empty is removed (a run that never began)."""
+        self._lock.release()
+        if self._created_run_dir and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _start(
+        self, store_path: Path | None, config: TrainConfig | None, resume: bool, online: bool, tensorboard: bool
+    ) -> None:
         state = self._resume_state() if resume else None
         if state is None:
             if list_checkpoints(self.run_dir):
@@ -166,7 +202,8 @@ class Trainer:
             self.noise.record(bool(solved))
         #: with `handover: best`, the learner state and evaluation of the best offline evaluation so far
         self.offline_best: dict[str, Any] | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        #: the report evaluations done (train/evaluation.py), by name: "handover", then "final"
+        self.reports: dict[str, dict[str, Any]] = {}
         self.log = RunLog(self.run_dir, tensorboard)
         if state is None:
             self.last_eval: dict[str, Any] = {}
@@ -255,6 +292,7 @@ class Trainer:
         self.last_eval = dict(state.get("eval") or {})
         self._evals_to_redo = [EvalRequest.from_dict(request) for request in state.get("evals_outstanding", [])]
         self.offline_best = state.get("offline_best")
+        self.reports = dict(state.get("reports") or {})
         self.last_checkpoint = Path(state["path"])
         self._next_checkpoint = self.counters.updates + self.config.checkpoint_interval
         redo, c = self._redo, self.counters
@@ -302,6 +340,7 @@ class Trainer:
             "replay_rng": self.replay.generator.get_state(),
             "explore_rng": self.explore_rng.get_state(),
             "eval": self.last_eval,
+            "reports": self.reports,
             # evaluations asked for but not back yet: a resume redoes them (their snapshots are here)
             "evals_outstanding": [request.to_dict() for request in self.evaluator.outstanding()]
             if self.evaluator is not None
@@ -377,8 +416,42 @@ class Trainer:
         for request, result in self.evaluator.results(wait):
             self.record_eval(request, result)
 
+    def report(self, name: str) -> None:
+        """Score the policy as it is now on the report seeds, once per run, and wait for it.
+
+        Reports never choose anything (no best.pt, no handover): they are the unbiased figures a
+        run is judged by. Waiting keeps them out of every checkpoint's outstanding evaluations, so
+        a fork of the checkpoint (bench/fork.py) inherits the handover's report instead of redoing it.
+        """
+        if self.config.report_episodes == 0 or name in self.reports:
+            return
+        assert self.evaluator is not None
+        counters = asdict(self.counters)
+        self.evaluator.submit(EvalRequest.snapshot(self.phase, counters, time.time(), self.learner.policy, name))
+        self.record_evals(wait=True)
+
+    @property
+    def phase(self) -> str:
+        return "online" if self.counters.offline_done else "offline"
+
     def record_eval(self, request: EvalRequest, result: dict[str, float]) -> None:
         counters = request.counters
+        if request.report is not None:
+            where = {"env_steps": counters["env_steps"], "updates": counters["updates"]}
+            self.reports[request.report] = {**result, **where}
+            self.record(
+                {
+                    "phase": request.phase,
+                    "report": request.report,
+                    "updates": counters["updates"],
+                    "env_steps": counters["env_steps"],
+                    "report_success": result["success_rate"],
+                    "report_return": result["return"],
+                    "report_episodes": result["episodes"],
+                    "time": request.time,
+                }
+            )
+            return
         self.last_eval = {**result, "env_steps": counters["env_steps"], "updates": counters["updates"]}
         if self.best_success is None or result["success_rate"] > self.best_success:
             self.best_success = result["success_rate"]
@@ -412,6 +485,8 @@ class Trainer:
             self.offline_phase()
             if self.online:
                 self.online_phase()
+                if self.counters.env_steps > 0:  # else the final policy is the handed-over one, reported already
+                    self.report("final")
             if self._stats:
                 self.write_metrics("online" if self.online else "offline")
             self.record_evals(wait=True)
@@ -425,6 +500,7 @@ class Trainer:
                     worker.close(finish=finished)  # a run stopping on an error or Ctrl-C does not wait for them
             self.store.close()
             self.log.close()
+            self._release_run_dir()
         return self.last_eval
 
     def start_workers(self) -> None:
@@ -457,6 +533,7 @@ class Trainer:
         bar.close()
         self.start_eval("offline")  # the offline start of the finetuning curve
         self.hand_over()
+        self.report("handover")
         c.offline_done = True
         self.checkpoint()
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from awac_robot.train.config import TrainConfig, load_config
+from awac_robot.train.config import ConfigError, TrainConfig, load_config
 from awac_robot.train.evaluation import wilson_interval
-from awac_robot.train.runlog import CURVE, RunLog
+from awac_robot.train.runlog import CURVE, RunLog, RunLogError
 
 CONFIG = "config.yaml"
 
@@ -43,7 +43,10 @@ class Run:
         path = Path(path)
         if not (path / CONFIG).is_file():
             raise PlotError(f"{path} is not a run folder (no {CONFIG}): pass folders made by train or finetune")
-        return cls(path, load_config(path / CONFIG), RunLog(path).rows())
+        try:
+            return cls(path, load_config(path / CONFIG), RunLog(path).rows())
+        except (ConfigError, RunLogError) as exc:
+            raise PlotError(str(exc)) from None
 
     @property
     def group(self) -> str:
@@ -247,11 +250,13 @@ def _style_success(ax: Any, title: str, xlabel: str, budget: int) -> None:
 
 
 def _save(fig: Any, out: Path, plt: Any) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise PlotError(f"cannot write {out} ({exc.strerror or exc}): choose another --out") from None
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

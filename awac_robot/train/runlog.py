@@ -54,12 +54,22 @@ class RunLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        try:
+            lines = self.path.read_text().splitlines()
+        except UnicodeDecodeError:
+            raise RunLogError(
+                f"{self.path} is not a metrics log (not text): a run folder's file was replaced"
+            ) from None
         rows: list[dict[str, Any]] = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:  # the tail of a line cut by a kill
-                continue
+            except json.JSONDecodeError:
+                if number == len(lines):  # the tail of a line cut by a kill
+                    continue
+                raise RunLogError(f"{self.path} line {number} is not JSON: not a metrics log as train writes") from None
+            if not isinstance(row, dict):
+                raise RunLogError(f"{self.path} line {number} is not a JSON object: not a metrics log as train writes")
             if row.get("event") == "resume":
                 redone = set(row.get("redo_evals", ()))
                 rows = [
@@ -91,13 +101,15 @@ def _board_writer(folder: Path) -> Any:
 def format_row(row: dict[str, Any]) -> str:
     """One plain line for a metrics row, for logs read without a progress bar (nohup, CI)."""
     where = f"[{row['phase']}] update {row['updates']} env step {row['env_steps']}"
-    if "eval_success" in row:
-        episodes = int(row["eval_episodes"])
-        low, high = wilson_interval(round(row["eval_success"] * episodes), episodes)
-        return (
-            f"{where}: eval success {row['eval_success']:.2f} [{low:.2f}, {high:.2f}] over {episodes} episodes, "
-            f"return {row['eval_return']:.1f}"
-        )
+    reported = f"{row.get('report')} policy on the report seeds: success"
+    for prefix, what in (("report", reported), ("eval", "eval success")):
+        if f"{prefix}_success" in row:
+            success, episodes = row[f"{prefix}_success"], int(row[f"{prefix}_episodes"])
+            low, high = wilson_interval(round(success * episodes), episodes)
+            return (
+                f"{where}: {what} {success:.2f} [{low:.2f}, {high:.2f}] over {episodes} episodes, "
+                f"return {row[f'{prefix}_return']:.1f}"
+            )
     shown = [("critic_loss", "critic", ".3g"), ("actor_loss", "actor", ".3g"), ("q_mean", "Q", ".3g")]
     shown += [
         ("weight_ess", "ESS", ".0f"),

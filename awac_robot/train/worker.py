@@ -13,6 +13,14 @@ handle. A worker that fails (an exception inside it, a signal, an exit) makes th
 next exchange with it raise `WorkerError` with one line; the run stops there, it never
 hangs and never carries on without the worker.
 
+A worker that stops without dying (SIGSTOP, a frozen container, a process stuck in the
+kernel) would leave the trainer waiting for a reply forever, so each worker has a heartbeat:
+a thread of its own stamps a shared clock every HEARTBEAT_PERIOD, and the trainer, waiting
+for a reply, gives up with one line once the stamp is older than the run's `worker_timeout`.
+The heartbeat says the process runs, not that its request is nearly done: an evaluation may
+take minutes on a loaded machine and must not be cut short. The trainer waits in short polls,
+so a Ctrl-C is honoured at once.
+
 Tensors cross the pipe as numpy arrays: a torch tensor sent through a multiprocessing pipe
 would be moved into shared memory behind the caller's back (torch's pickling hooks). Spawn
 imports the parent's main module again in each worker, so a script of one's own that runs a
@@ -27,6 +35,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -40,6 +49,13 @@ STOP = None
 _CLOSE_SENDER = object()
 #: Seconds a worker gets to finish its queue and exit on STOP before it is terminated.
 STOP_TIMEOUT = 30.0
+#: Seconds between a worker's heartbeats.
+HEARTBEAT_PERIOD = 0.5
+#: Seconds a worker has for its first heartbeat: spawn imports torch and MuJoCo first, which on a
+#: loaded two-core machine has taken tens of seconds.
+START_TIMEOUT = 300.0
+#: Seconds the trainer blocks in one poll for a reply: how soon it sees a lost heartbeat or a Ctrl-C.
+POLL = 0.1
 
 
 class WorkerError(RuntimeError):
@@ -66,13 +82,20 @@ class Worker:
     latency-bound messages (the explorer's) go straight into the pipe.
     """
 
-    def __init__(self, name: str, serve: Serve, *args: Any, queued: bool = False) -> None:
+    def __init__(self, name: str, serve: Serve, *args: Any, timeout: float, queued: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self.name = name
+        #: seconds without a heartbeat after which the worker counts as stopped
+        self.timeout = timeout
         self._conn, child = context.Pipe()
+        self._heartbeat = context.RawValue("d", 0.0)  # the worker's time.monotonic() at its last beat; 0: none yet
         self.process = context.Process(
-            target=_worker_main, args=(serve, child, os.getpid(), args), name=f"awac-robot {name}", daemon=True
+            target=_worker_main,
+            args=(serve, child, os.getpid(), self._heartbeat, args),
+            name=f"awac-robot {name}",
+            daemon=True,
         )
+        self._started = time.monotonic()
         self.process.start()
         child.close()  # the trainer keeps only its own end, so the worker's death reads as the end of the pipe
         self._outbox: queue.SimpleQueue[Any] | None = None
@@ -113,6 +136,7 @@ class Worker:
                 return
 
     def recv(self) -> Any:
+        self._wait_for_reply()
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
@@ -122,9 +146,37 @@ class Worker:
             raise WorkerError(f"the {self.name} worker (pid {self.pid}) failed: {message.line}; {RESUME}")
         return message
 
+    def _wait_for_reply(self) -> None:
+        """Return once a reply (or the worker's end) is waiting; raise WorkerError if its heartbeat stops first."""
+        while not self._poll(POLL):
+            self._check_heartbeat()
+
+    def _poll(self, timeout: float) -> bool:
+        try:
+            return self._conn.poll(timeout)
+        except (EOFError, OSError):
+            return True  # recv says how the worker ended
+
+    def _check_heartbeat(self) -> None:
+        beat = self._heartbeat.value
+        silent = time.monotonic() - (beat or self._started)
+        if silent > (self.timeout if beat else START_TIMEOUT):
+            state = "started and never beat" if not beat else f"sent no heartbeat for {silent:.0f} s"
+            raise WorkerError(
+                f"the {self.name} worker (pid {self.pid}) stopped answering: it {state} (stopped, e.g. by "
+                f"SIGSTOP, or stuck; config key worker_timeout is {self.timeout:g} s); {RESUME}"
+            )
+
     def has_reply(self) -> bool:
-        """A reply (or the worker's end) is waiting, so `recv` returns without blocking."""
-        return self._conn.poll()
+        """A reply (or the worker's end) is waiting, so `recv` returns without blocking.
+
+        Asked while the trainer goes on with other work, so a stopped worker is noticed here
+        too, not only once the trainer waits for it.
+        """
+        if self._poll(0.0):
+            return True
+        self._check_heartbeat()
+        return False
 
     def close(self, finish: bool = True) -> None:
         """End the worker: let it finish what it was asked and exit (`finish`), or kill it (a run stopping early).
@@ -158,10 +210,11 @@ class Worker:
 RESUME = "the run stopped at its last checkpoint: continue it with --resume"
 
 
-def _worker_main(serve: Serve, conn: Connection, parent_pid: int, args: tuple[Any, ...]) -> None:
-    """The worker process: tied to the trainer, then `serve` until STOP or the trainer is gone."""
+def _worker_main(serve: Serve, conn: Connection, parent_pid: int, heartbeat: Any, args: tuple[Any, ...]) -> None:
+    """The worker process: tied to the trainer, beating, then `serve` until STOP or the trainer is gone."""
     die_with_parent(parent_pid, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_beat, args=(heartbeat,), name="heartbeat", daemon=True).start()
     try:
         serve(conn, *args)
     except EOFError:  # the trainer is gone: nobody is left to tell
@@ -171,3 +224,10 @@ def _worker_main(serve: Serve, conn: Connection, parent_pid: int, args: tuple[An
         with contextlib.suppress(OSError):
             conn.send(WorkerFailed(line))
         raise SystemExit(1) from None
+
+
+def _beat(heartbeat: Any) -> None:
+    """Stamp the shared clock while this process runs (a stopped process stops every thread, this one too)."""
+    while True:
+        heartbeat.value = time.monotonic()
+        time.sleep(HEARTBEAT_PERIOD)
