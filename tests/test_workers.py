@@ -134,6 +134,9 @@ def start_run(demos: Path, tmp_path: Path, online: int, **settings: object) -> t
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a command started from a terminal
+        # Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`, nohup) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return proc, store, out
 

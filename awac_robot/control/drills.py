@@ -42,6 +42,7 @@ from awac_robot.control.drivers import Measurement, RobotDriver
 from awac_robot.control.drivers.loading import DriverDefinition, build_driver
 from awac_robot.control.limits import DeployConfig, motion_dims
 from awac_robot.control.robot import RobotConfig
+from awac_robot.control.rt import next_boundary, set_realtime, sleep_until
 from awac_robot.control.runlog import load_log
 from awac_robot.control.safety import StepLimits, compile_limits
 from awac_robot.control.supervisor import ROBOT_LOG, Supervisor
@@ -156,11 +157,20 @@ class BareRobot:
         self.channels.command.write(out)
 
     def drive(self, seconds: float, command: np.ndarray) -> float:
-        """Send `command` once every robot period for `seconds`; returns when the first was sent."""
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            self.send(command)
-            time.sleep(self.spec.control_period)
+        """Send `command` once every robot period for `seconds`; returns when the first was sent.
+
+        It sends at the controller's real-time priority, as the controller would: a sender that the machine
+        leaves waiting longer than `command_timeout` drills the watchdog instead of the fault at hand.
+        """
+        set_realtime(self.config.priority)
+        try:
+            start = boundary = time.perf_counter()
+            while boundary - start < seconds:
+                self.send(command)
+                boundary, _ = next_boundary(boundary, self.spec.control_period, time.perf_counter())
+                sleep_until(boundary, 0.0)
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         return start
 
     def stop(self) -> tuple[Rows, dict[str, Any]]:
